@@ -147,17 +147,11 @@ pub enum HintError {
         value: String,
     },
     #[error("root device hint \"{hint}\" has invalid value {value:?}: {problem}")]
-    Malformed {
-        hint: HintKey,
-        value: String,
-        problem: HintValueProblem,
-    },
-    #[error("root device hint \"{hint}\" does not support operator {operator:?} (value {value:?})")]
-    OperatorNotAllowed {
-        hint: HintKey,
-        operator: &'static str,
-        value: String,
-    },
+    Malformed { hint: HintKey, value: String, problem: HintValueProblem },
+    #[error(
+        "root device hint \"{hint}\" does not support operator {operator:?} (value {value:?})"
+    )]
+    OperatorNotAllowed { hint: HintKey, operator: &'static str, value: String },
     #[error("skip_block_devices must be a JSON list, got {found}")]
     SkipListNotAList { found: &'static str },
     #[error("skip_block_devices entry {index} must be a JSON object, got {found}")]
@@ -217,9 +211,7 @@ impl RootDeviceHints {
                 let hints = RootDeviceHints::from_map(map)?;
                 Ok((!hints.is_empty()).then_some(hints))
             }
-            other => Err(HintError::NotAnObject {
-                found: json_kind(other),
-            }),
+            other => Err(HintError::NotAnObject { found: json_kind(other) }),
         }
     }
 
@@ -306,10 +298,7 @@ impl RootDeviceHints {
 fn parse_size(value: &Value) -> Result<SizeHint, HintError> {
     match value {
         Value::Number(n) => match n.as_u64() {
-            Some(gib) if gib > 0 => Ok(SizeHint::Compare {
-                op: NumericOp::Eq,
-                gib,
-            }),
+            Some(gib) if gib > 0 => Ok(SizeHint::Compare { op: NumericOp::Eq, gib }),
             _ => Err(HintError::Malformed {
                 hint: HintKey::Size,
                 value: n.to_string(),

@@ -82,11 +82,7 @@ pub struct HintDevice<'a> {
 impl<'a> HintDevice<'a> {
     /// A device with only a name and a size; other attributes are absent.
     pub fn new(name: &'a str, size_bytes: u64) -> Self {
-        HintDevice {
-            name,
-            size_bytes,
-            ..HintDevice::default()
-        }
+        HintDevice { name, size_bytes, ..HintDevice::default() }
     }
 
     pub(crate) fn string_attr(&self, key: HintKey) -> AttrValues<'a> {
@@ -138,8 +134,7 @@ impl RootDeviceHints {
                 return false;
             }
         }
-        self.string_hints()
-            .all(|(key, hint)| dev.string_attr(key).any(|value| hint.matches(value)))
+        self.string_hints().all(|(key, hint)| dev.string_attr(key).any(|value| hint.matches(value)))
     }
 }
 
@@ -182,11 +177,7 @@ impl SkipList {
         let items = match value {
             Value::Null => return Ok(SkipList::default()),
             Value::Array(items) => items,
-            other => {
-                return Err(HintError::SkipListNotAList {
-                    found: super::json_kind(other),
-                })
-            }
+            other => return Err(HintError::SkipListNotAList { found: super::json_kind(other) }),
         };
         let mut entries = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {

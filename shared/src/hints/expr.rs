@@ -51,12 +51,7 @@ pub enum SizeHint {
     /// `<op> <gib>`.
     Compare { op: NumericOp, gib: u64 },
     /// `<range-in> [ low high ]`, each end inclusive or exclusive.
-    Range {
-        low: u64,
-        low_bound: Bound,
-        high: u64,
-        high_bound: Bound,
-    },
+    Range { low: u64, low_bound: Bound, high: u64, high_bound: Bound },
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -67,12 +62,7 @@ impl SizeHint {
         let gib = size_bytes as f64 / GIB;
         match *self {
             SizeHint::Compare { op, gib: operand } => op.holds(gib, operand as f64),
-            SizeHint::Range {
-                low,
-                low_bound,
-                high,
-                high_bound,
-            } => {
+            SizeHint::Range { low, low_bound, high, high_bound } => {
                 let above = match low_bound {
                     Bound::Inclusive => gib >= low as f64,
                     Bound::Exclusive => gib > low as f64,
@@ -140,7 +130,7 @@ impl StringHint {
                 }
             }
             StringHint::Contains(needle) => value.contains(needle.as_str()),
-            StringHint::AnyOf(alternatives) => alternatives.iter().any(|a| *a == value),
+            StringHint::AnyOf(alternatives) => alternatives.contains(&value),
             StringHint::AllIn(tokens) => tokens.iter().all(|t| value.contains(t.as_str())),
         }
     }
@@ -183,10 +173,9 @@ const OPERATORS: &[(&str, Operator)] = &[
 /// Splits a trimmed, lowercased expression into its leading operator (with its spelling)
 /// and the rest of the text.
 fn split_operator(expr: &str) -> Option<(&'static str, Operator, &str)> {
-    OPERATORS.iter().find_map(|&(spelling, op)| {
-        expr.strip_prefix(spelling)
-            .map(|rest| (spelling, op, rest))
-    })
+    OPERATORS
+        .iter()
+        .find_map(|&(spelling, op)| expr.strip_prefix(spelling).map(|rest| (spelling, op, rest)))
 }
 
 /// Python `urllib.parse.quote(s)` with its default `safe='/'`: unreserved characters and
@@ -212,19 +201,11 @@ pub(crate) fn normalize(s: &str) -> String {
 }
 
 fn malformed(key: HintKey, raw: &str, problem: HintValueProblem) -> HintError {
-    HintError::Malformed {
-        hint: key,
-        value: raw.to_owned(),
-        problem,
-    }
+    HintError::Malformed { hint: key, value: raw.to_owned(), problem }
 }
 
 fn not_allowed(key: HintKey, raw: &str, operator: &'static str) -> HintError {
-    HintError::OperatorNotAllowed {
-        hint: key,
-        operator,
-        value: raw.to_owned(),
-    }
+    HintError::OperatorNotAllowed { hint: key, operator, value: raw.to_owned() }
 }
 
 /// Parses a size operand: a positive whole number of GiB.
@@ -243,18 +224,12 @@ pub(crate) fn parse_size_expr(key: HintKey, raw: &str) -> Result<SizeHint, HintE
         return Err(malformed(key, raw, HintValueProblem::Empty));
     }
     match split_operator(&expr) {
-        None => Ok(SizeHint::Compare {
-            op: NumericOp::Eq,
-            gib: positive_gib(key, raw, &expr)?,
-        }),
+        None => Ok(SizeHint::Compare { op: NumericOp::Eq, gib: positive_gib(key, raw, &expr)? }),
         Some((_, Operator::Numeric(op), rest)) => {
             if rest.trim().is_empty() {
                 return Err(malformed(key, raw, HintValueProblem::MissingOperand));
             }
-            Ok(SizeHint::Compare {
-                op,
-                gib: positive_gib(key, raw, rest)?,
-            })
+            Ok(SizeHint::Compare { op, gib: positive_gib(key, raw, rest)? })
         }
         Some((_, Operator::RangeIn, rest)) => parse_range(key, raw, rest),
         Some((spelling, _, _)) => Err(not_allowed(key, raw, spelling)),
@@ -305,12 +280,7 @@ fn parse_range(key: HintKey, raw: &str, rest: &str) -> Result<SizeHint, HintErro
     if low > high {
         return Err(malformed(key, raw, HintValueProblem::RangeReversed));
     }
-    Ok(SizeHint::Range {
-        low,
-        low_bound,
-        high,
-        high_bound,
-    })
+    Ok(SizeHint::Range { low, low_bound, high, high_bound })
 }
 
 /// Parses the text of a string hint. `name` operands that are not absolute paths get a
@@ -329,19 +299,13 @@ pub(crate) fn parse_string_expr(key: HintKey, raw: &str) -> Result<StringHint, H
         }
     };
     let hint = match split_operator(&expr) {
-        None => StringHint::Compare {
-            op: StringOp::Eq,
-            operand: whole(&expr),
-        },
+        None => StringHint::Compare { op: StringOp::Eq, operand: whole(&expr) },
         Some((_, Operator::Str(op), rest)) => {
             let operand = rest.trim();
             if operand.is_empty() {
                 return Err(malformed(key, raw, HintValueProblem::MissingOperand));
             }
-            StringHint::Compare {
-                op,
-                operand: whole(operand),
-            }
+            StringHint::Compare { op, operand: whole(operand) }
         }
         Some((_, Operator::In, rest)) => {
             let operand = rest.trim();
@@ -352,12 +316,8 @@ pub(crate) fn parse_string_expr(key: HintKey, raw: &str) -> Result<StringHint, H
         }
         Some((_, Operator::Or, rest)) => {
             // Empty alternatives (`<or> a <or>`) are dropped, as Ironic does.
-            let alternatives: Vec<String> = rest
-                .split("<or>")
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(whole)
-                .collect();
+            let alternatives: Vec<String> =
+                rest.split("<or>").map(str::trim).filter(|a| !a.is_empty()).map(whole).collect();
             if alternatives.is_empty() {
                 return Err(malformed(key, raw, HintValueProblem::MissingOperand));
             }
