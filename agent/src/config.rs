@@ -210,11 +210,15 @@ impl Kind {
     }
 }
 
+/// Stores a parameter's parsed value in the configuration.
+type Apply = fn(&mut AgentConfig, &str) -> Result<(), ValueProblem>;
+
 struct Param {
     name: &'static str,
     kind: Kind,
     default: &'static str,
     help: &'static str,
+    apply: Apply,
 }
 
 const PARAMS: &[Param] = &[
@@ -223,103 +227,141 @@ const PARAMS: &[Param] = &[
         kind: Kind::Urls,
         default: "none",
         help: "conductor / Ironic API base URLs, tried in order",
+        apply: |c, v| parse_urls(v).map(|x| c.api_urls = x),
     },
     Param {
         name: "ipa-inspection-callback-url",
         kind: Kind::Urls,
         default: "none",
         help: "where inspection data is posted",
+        apply: |c, v| parse_urls(v).map(|x| c.inspection_callback_urls = x),
     },
     Param {
         name: "BOOTIF",
         kind: Kind::Text,
         default: "none",
         help: "MAC address of the interface the machine PXE-booted from",
+        apply: |c, v| {
+            c.bootif = non_empty(v);
+            Ok(())
+        },
     },
     Param {
         name: "ipa-insecure",
         kind: Kind::Bool,
         default: "false",
         help: "do not verify the conductor's TLS certificate",
+        apply: |c, v| parse_bool_value(v).map(|x| c.insecure = x),
     },
     Param {
         name: "ipa-lookup-timeout",
         kind: Kind::Seconds,
         default: "600",
         help: "give up looking this node up after this long",
+        apply: |c, v| parse_seconds(v).map(|x| c.lookup_timeout = x),
     },
     Param {
         name: "ipa-lookup-interval",
         kind: Kind::Seconds,
         default: "1",
         help: "first delay between lookup attempts",
+        apply: |c, v| parse_seconds(v).map(|x| c.lookup_interval = x),
     },
     Param {
         name: "ipa-listen-host",
         kind: Kind::Ip,
         default: "::",
         help: "address the agent API listens on",
+        apply: |c, v| parse_ip(v).map(|x| c.listen_host = x),
     },
     Param {
         name: "ipa-listen-port",
         kind: Kind::Port,
         default: "9999",
         help: "port the agent API listens on",
+        apply: |c, v| parse_port(v).map(|x| c.listen_port = x),
     },
     Param {
         name: "ipa-advertise-host",
         kind: Kind::Ip,
         default: "route source address towards the API",
         help: "address put in the heartbeat callback URL",
+        apply: |c, v| optional(v, parse_ip).map(|x| c.advertise_host = x),
     },
     Param {
         name: "ipa-advertise-port",
         kind: Kind::Port,
         default: "9999",
         help: "port put in the heartbeat callback URL",
+        apply: |c, v| parse_port(v).map(|x| c.advertise_port = x),
     },
     Param {
         name: "ipa-network-interface",
         kind: Kind::Text,
         default: "none",
         help: "take the advertised IPv4 address from this interface",
+        apply: |c, v| {
+            c.network_interface = non_empty(v);
+            Ok(())
+        },
     },
     Param {
         name: "ipa-agent-token",
         kind: Kind::Text,
         default: "none",
         help: "pre-shared agent token (virtual-media boots)",
+        apply: |c, v| {
+            c.agent_token = non_empty(v);
+            Ok(())
+        },
     },
     Param {
         name: "ipa-ironic-api-version",
         kind: Kind::Version,
         default: "detected",
         help: "Ironic API version to use instead of detecting it",
+        apply: |c, v| optional(v, parse_api_version).map(|x| c.ironic_api_version = x),
     },
     Param {
         name: "ipa-global-request-id",
         kind: Kind::Text,
         default: "none",
         help: "sent as X-OpenStack-Request-ID on every API call",
+        apply: |c, v| {
+            c.global_request_id = non_empty(v);
+            Ok(())
+        },
     },
-    Param { name: "ipa-debug", kind: Kind::Bool, default: "false", help: "debug logging" },
+    Param {
+        name: "ipa-debug",
+        kind: Kind::Bool,
+        default: "false",
+        help: "debug logging",
+        apply: |c, v| parse_bool_value(v).map(|x| c.debug = x),
+    },
     Param {
         name: "ipa-http-request-timeout",
         kind: Kind::Seconds,
         default: "30",
         help: "timeout of each request to the conductor",
+        apply: |c, v| parse_seconds(v).map(|x| c.http_request_timeout = x),
     },
     Param {
         name: "ipa-enable-auto-tls",
         kind: Kind::Bool,
         default: "true",
         help: "serve the agent API over HTTPS with a self-signed certificate",
+        apply: |c, v| parse_bool_value(v).map(|x| c.enable_auto_tls = x),
     },
     Param {
         name: "ipa-ca-file",
         kind: Kind::Path,
         default: "the ramdisk's CA bundle",
         help: "CA certificates (PEM) that the conductor's certificate must chain to",
+        apply: |c, v| {
+            c.ca_file = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
     },
 ];
 
@@ -491,7 +533,7 @@ impl AgentConfig {
         let mut invalid = Vec::new();
         for param in PARAMS {
             let Some(value) = params.get(param.name) else { continue };
-            if let Err(problem) = config.apply(param.name, value) {
+            if let Err(problem) = (param.apply)(&mut config, value) {
                 invalid.push(InvalidParameter { name: param.name, value: value.clone(), problem });
             }
         }
@@ -501,46 +543,30 @@ impl AgentConfig {
             Err(ConfigError::InvalidParameters(invalid))
         }
     }
-
-    fn apply(&mut self, name: &str, value: &str) -> Result<(), ValueProblem> {
-        match name {
-            "ipa-api-url" => self.api_urls = parse_urls(value)?,
-            "ipa-inspection-callback-url" => self.inspection_callback_urls = parse_urls(value)?,
-            "BOOTIF" => self.bootif = non_empty(value),
-            "ipa-insecure" => self.insecure = parse_bool(value).ok_or(ValueProblem::NotBoolean)?,
-            "ipa-lookup-timeout" => self.lookup_timeout = parse_seconds(value)?,
-            "ipa-lookup-interval" => self.lookup_interval = parse_seconds(value)?,
-            "ipa-listen-host" => self.listen_host = parse_ip(value)?,
-            "ipa-listen-port" => self.listen_port = parse_port(value)?,
-            "ipa-advertise-host" => {
-                self.advertise_host = if value.is_empty() { None } else { Some(parse_ip(value)?) }
-            }
-            "ipa-advertise-port" => self.advertise_port = parse_port(value)?,
-            "ipa-network-interface" => self.network_interface = non_empty(value),
-            "ipa-agent-token" => self.agent_token = non_empty(value),
-            "ipa-ironic-api-version" => {
-                self.ironic_api_version = if value.is_empty() {
-                    None
-                } else {
-                    Some(value.parse().map_err(|_| ValueProblem::NotApiVersion)?)
-                }
-            }
-            "ipa-global-request-id" => self.global_request_id = non_empty(value),
-            "ipa-debug" => self.debug = parse_bool(value).ok_or(ValueProblem::NotBoolean)?,
-            "ipa-http-request-timeout" => self.http_request_timeout = parse_seconds(value)?,
-            "ipa-enable-auto-tls" => {
-                self.enable_auto_tls = parse_bool(value).ok_or(ValueProblem::NotBoolean)?
-            }
-            "ipa-ca-file" => self.ca_file = non_empty(value).map(PathBuf::from),
-            // Only names from PARAMS reach here, and each has an arm above.
-            _ => {}
-        }
-        Ok(())
-    }
 }
 
 fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// An empty value means "not set", so a flag can clear what the cmdline set.
+fn optional<T>(
+    value: &str,
+    parse: fn(&str) -> Result<T, ValueProblem>,
+) -> Result<Option<T>, ValueProblem> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse(value).map(Some)
+    }
+}
+
+fn parse_bool_value(value: &str) -> Result<bool, ValueProblem> {
+    parse_bool(value).ok_or(ValueProblem::NotBoolean)
+}
+
+fn parse_api_version(value: &str) -> Result<ApiVersion, ValueProblem> {
+    value.parse().map_err(|_| ValueProblem::NotApiVersion)
 }
 
 /// oslo.utils' `bool_from_string` in strict mode: `None` for anything it would reject.
@@ -1056,16 +1082,23 @@ mod tests {
             }
 
             let flag_words = ["--ipa-debug", "--ipa-api-url", "inventory", "--", "-", "--="];
-            let argv: Vec<String> = (0..rng.next() % 5)
-                .map(|_| match rng.next() % 2 {
-                    0 => rng.pick(&flag_words).to_owned(),
-                    _ => String::from_utf8_lossy(&raw[..(rng.next() as usize % (raw.len() + 1))])
-                        .into_owned(),
-                })
-                .chain(args(&["--host-root", "/nonexistent-ferric-root"]))
+            // The host root comes first so no random flag can take it as its value.
+            let argv: Vec<String> = args(&["--host-root", "/nonexistent-ferric-root"])
+                .into_iter()
+                .chain((0..rng.next() % 5).map(|_| {
+                    match rng.next() % 2 {
+                        0 => rng.pick(&flag_words).to_owned(),
+                        _ => {
+                            String::from_utf8_lossy(&raw[..(rng.next() as usize % (raw.len() + 1))])
+                                .into_owned()
+                        }
+                    }
+                }))
                 .collect();
-            // Any outcome is fine as long as it is a value, not a panic.
-            let _ = parse_invocation(argv);
+            // Any outcome but a panic is acceptable, as long as `Run` keeps its promise.
+            if let Ok(Invocation::Run(c)) = parse_invocation(argv) {
+                assert!(!c.api_urls.is_empty() || !c.inspection_callback_urls.is_empty());
+            }
         }
     }
 }

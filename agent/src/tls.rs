@@ -432,6 +432,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn server_speaks_tls12_and_tls13() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let cert = generate_self_signed(ip, "agent").unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.cert_der().clone()).unwrap();
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let client = ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            let reply = handshake(cert.server_config().unwrap(), Arc::new(client), ip).await;
+            assert_eq!(reply.unwrap(), b"pong", "{version:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn client_config_trusts_the_ca_file_or_anything_when_insecure() {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let cert = generate_self_signed(ip, "agent").unwrap();
