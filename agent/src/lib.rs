@@ -4,7 +4,9 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the code map.
 
+pub mod cmdline;
 pub mod config;
 pub mod host;
 pub mod inventory;
 pub mod session;
+pub mod tls;
