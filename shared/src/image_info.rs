@@ -666,4 +666,83 @@ mod tests {
         });
         assert_eq!(known.resolve("garbage", "img.raw", false).unwrap().hex, SHA256);
     }
+
+    #[test]
+    fn garbage_image_info_never_panics() {
+        let mut state: u64 = 0x0123_4567_89ab_cdef;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const KEYS: &[&str] = &[
+            "id",
+            "urls",
+            "checksum",
+            "os_hash_algo",
+            "os_hash_value",
+            "disk_format",
+            "image_type",
+            "root_mb",
+            "swap_mb",
+            "ephemeral_mb",
+            "preserve_ephemeral",
+            "stream_raw_images",
+            "proxies",
+        ];
+        const STRINGS: &[&str] = &[
+            "",
+            "sha256",
+            "md5",
+            "sha512",
+            "SHA1",
+            "http://h/img.raw",
+            "https://h/SUMS",
+            "partition",
+            "raw",
+            MD5,
+            SHA256,
+            "zz",
+            "10",
+            "true",
+            "é€",
+        ];
+        let mut accepted = 0;
+        for _ in 0..5_000 {
+            // Start valid, then damage it, so both outcomes are exercised.
+            let mut doc = serde_json::Map::new();
+            doc.insert("id".into(), json!("img"));
+            doc.insert("urls".into(), json!(["http://h/img.raw"]));
+            doc.insert("checksum".into(), json!("https://h/SUMS"));
+            for _ in 0..(next() % 5) {
+                let key = KEYS[(next() % KEYS.len() as u64) as usize];
+                let text = STRINGS[(next() % STRINGS.len() as u64) as usize];
+                let value = match next() % 6 {
+                    0 => json!(null),
+                    1 => json!(text),
+                    2 => json!([text]),
+                    3 => json!(next() % 3 == 0),
+                    4 => json!((next() % 5) as i64 - 2),
+                    _ => json!({"http": text}),
+                };
+                doc.insert(key.to_owned(), value);
+            }
+            let md5 = next() % 2 == 0;
+            let Ok(image) = ImageInfo::from_value(Value::Object(doc), md5) else {
+                continue;
+            };
+            accepted += 1;
+            assert!(!image.id.is_empty() && !image.urls.is_empty());
+            if let Ok(source) = image.checksum_source(md5) {
+                let text = format!("{SHA256}  {}\n{MD5} x\n", image.file_name());
+                if let Ok(digest) = source.resolve(&text, image.file_name(), md5) {
+                    assert!(!digest.hex.is_empty(), "{image:?}");
+                    assert_eq!(digest.hex, digest.hex.to_ascii_lowercase());
+                    assert!(md5 || digest.algorithm != HashAlgorithm::Md5, "{image:?}");
+                }
+            }
+        }
+        assert!(accepted > 100, "only {accepted} generated image_info documents were valid");
+    }
 }

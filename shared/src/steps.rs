@@ -341,6 +341,49 @@ impl ExecuteStepResult {
     }
 }
 
+/// One hardware manager's offer of steps, for [`deduplicate_steps`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagerSteps {
+    /// Class name, the key of the result (`GenericHardwareManager`).
+    pub class_name: String,
+    /// How well the manager supports this hardware; higher wins.
+    pub support: u32,
+    pub steps: Vec<Step>,
+}
+
+/// Keeps one step per step name across all managers: the one from the manager with the
+/// highest support level, then the highest priority, then the alphabetically first
+/// manager class name. The result is keyed by manager class name; managers left without
+/// steps are absent, and steps keep the order in which their names were first offered.
+pub fn deduplicate_steps(offers: &[ManagerSteps]) -> BTreeMap<String, Vec<Step>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut best: BTreeMap<&str, (&ManagerSteps, &Step)> = BTreeMap::new();
+    for manager in offers {
+        for step in &manager.steps {
+            let rank = |m: &ManagerSteps, s: &Step| {
+                (m.support, s.priority, std::cmp::Reverse(m.class_name.clone()))
+            };
+            match best.get(step.step.as_str()) {
+                None => {
+                    order.push(&step.step);
+                    best.insert(&step.step, (manager, step));
+                }
+                Some((m, s)) if rank(manager, step) > rank(m, s) => {
+                    best.insert(&step.step, (manager, step));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let mut result: BTreeMap<String, Vec<Step>> = BTreeMap::new();
+    for name in order {
+        if let Some((manager, step)) = best.get(name) {
+            result.entry(manager.class_name.clone()).or_default().push((*step).clone());
+        }
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,5 +619,62 @@ mod tests {
         {
             assert!(serde_json::from_value::<ExecuteStepResult>(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    fn offer(class_name: &str, support: u32, steps: &[(&str, i64)]) -> ManagerSteps {
+        let steps = steps
+            .iter()
+            .map(|(name, priority)| {
+                serde_json::from_value(json!({"step": name, "priority": priority,
+                    "interface": "deploy"}))
+                .unwrap()
+            })
+            .collect();
+        ManagerSteps { class_name: class_name.into(), support, steps }
+    }
+
+    fn names(result: &BTreeMap<String, Vec<Step>>) -> Vec<(String, String, i64)> {
+        result
+            .iter()
+            .flat_map(|(m, steps)| {
+                steps.iter().map(move |s| (m.clone(), s.step.clone(), s.priority))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dedup_prefers_support_then_priority_then_first_name() {
+        let offers = [
+            offer(
+                "GenericHardwareManager",
+                1,
+                &[("erase_devices", 10), ("erase_pstore", 0), ("burnin_cpu", 0)],
+            ),
+            offer("VendorManager", 3, &[("erase_devices", 5)]),
+            offer("ZetaManager", 2, &[("erase_pstore", 7), ("burnin_cpu", 0)]),
+            offer("AlphaManager", 2, &[("erase_pstore", 7), ("burnin_cpu", 1)]),
+            offer("EmptyManager", 9, &[]),
+        ];
+        let result = deduplicate_steps(&offers);
+        let own = |m: &str, s: &str, p: i64| (m.to_owned(), s.to_owned(), p);
+        assert_eq!(
+            names(&result),
+            [
+                own("AlphaManager", "erase_pstore", 7),
+                own("AlphaManager", "burnin_cpu", 1),
+                own("VendorManager", "erase_devices", 5),
+            ]
+        );
+        assert!(!result.contains_key("GenericHardwareManager"));
+        assert!(!result.contains_key("EmptyManager"));
+    }
+
+    #[test]
+    fn dedup_keeps_unique_steps_in_offer_order() {
+        let offers = [offer("GenericHardwareManager", 1, &[("b", 1), ("a", 2), ("c", 0)])];
+        let result = deduplicate_steps(&offers);
+        let steps: Vec<_> = result["GenericHardwareManager"].iter().map(|s| &s.step).collect();
+        assert_eq!(steps, ["b", "a", "c"]);
+        assert!(deduplicate_steps(&[]).is_empty());
     }
 }
