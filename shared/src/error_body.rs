@@ -1,7 +1,7 @@
 //! Error bodies of the three services, which all differ:
 //!
 //! - the Ironic API wraps a JSON document *inside a string*:
-//!   `{"error_message": "{\"faultcode\": \"Client\", \"faultstring\": \"…\", \"debuginfo\": null}"}`;
+//!   `{"error_message": "{\"faultcode\": \"Client\", \"faultstring\": \"…\", …}"}`;
 //! - the agent's API answers `{"faultcode": "Client", "faultstring": "…"}`;
 //! - ironic-inspector answers `{"error": {"message": "…"}}`.
 //!
@@ -182,11 +182,18 @@ mod tests {
     fn reply_messages_in_every_dialect() {
         let table = [
             (
-                r#"{"error_message": "{\"faultcode\": \"Client\", \"faultstring\": \"Invalid or missing agent token\", \"debuginfo\": null}"}"#,
+                concat!(
+                    r#"{"error_message": "{\"faultcode\": \"Client\", "#,
+                    r#"\"faultstring\": \"Invalid or missing agent token\", "#,
+                    r#"\"debuginfo\": null}"}"#
+                ),
                 "Invalid or missing agent token",
             ),
             (
-                r#"{"error_message": {"faultcode": "Server", "faultstring": "boom", "debuginfo": "tb"}}"#,
+                concat!(
+                    r#"{"error_message": {"faultcode": "Server", "faultstring": "boom", "#,
+                    r#""debuginfo": "tb"}}"#
+                ),
                 "boom",
             ),
             (

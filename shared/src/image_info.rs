@@ -186,7 +186,10 @@ pub enum ChecksumSelectionError {
     },
     #[error("image_info field 'os_hash_algo' is md5, which is not allowed")]
     Md5NotAllowed,
-    #[error("image_info field 'os_hash_algo' names an unsupported algorithm {0:?} and there is no 'checksum' to fall back to")]
+    #[error(
+        "image_info field 'os_hash_algo' names an unsupported algorithm {0:?} and there is \
+         no 'checksum' to fall back to"
+    )]
     UnsupportedAlgorithm(String),
     #[error("image_info has neither 'os_hash_algo'/'os_hash_value' nor 'checksum'")]
     NoChecksum,

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::api_version::ApiVersion;
 
+// Short names keep the transition table one row per line.
+use Event as E;
+use ProvisionState as S;
+
 /// Declares a fieldless enum whose serde, `Display` and `FromStr` forms are the given wire
 /// strings, plus an `ALL` list in declaration order. One list keeps the three in step.
 macro_rules! wire_enum {
@@ -230,9 +234,6 @@ pub struct Transition {
 const fn t(from: ProvisionState, event: Event, to: ProvisionState) -> Transition {
     Transition { from, event, to }
 }
-
-use Event as E;
-use ProvisionState as S;
 
 /// Every valid `(from, event) -> to`. Each `(from, event)` pair appears at most once.
 ///
