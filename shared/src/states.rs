@@ -201,6 +201,15 @@ impl ProvisionVerb {
     pub fn allowed_at(self, version: ApiVersion) -> bool {
         version >= self.min_version()
     }
+
+    /// The lowest microversion for this verb on a node in `state`: aborting a deployment
+    /// that waits for its agent became possible only in 1.110.
+    pub fn min_version_in(self, state: ProvisionState) -> ApiVersion {
+        match (self, state) {
+            (ProvisionVerb::Abort, ProvisionState::DeployWait) => ApiVersion::new(1, 110),
+            _ => self.min_version(),
+        }
+    }
 }
 
 /// The event a provision verb raises. `deploy` and `undeploy` are the 1.73 spellings of
@@ -746,6 +755,10 @@ mod tests {
             assert_eq!(verb_event(verb), event, "{text}");
         }
         assert!("delete".parse::<ProvisionVerb>().is_err());
+        let abort = ProvisionVerb::Abort;
+        assert_eq!(abort.min_version_in(S::DeployWait), ApiVersion::new(1, 110));
+        assert_eq!(abort.min_version_in(S::CleanWait), ApiVersion::new(1, 13));
+        assert_eq!(ProvisionVerb::Service.min_version_in(S::Active), ApiVersion::new(1, 87));
     }
 
     #[test]
