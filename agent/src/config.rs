@@ -18,7 +18,8 @@ use crate::cmdline::{parse_cmdline, KernelParams};
 use crate::host::HostRoot;
 
 /// Everything the agent needs to know at start-up. Built once, then read-only.
-#[derive(Debug, Clone)]
+/// `Debug` masks the agent token, so the configuration can be logged.
+#[derive(Clone)]
 pub struct AgentConfig {
     /// `ipa-api-url`: conductor / Ironic API base URLs, tried in order.
     pub api_urls: Vec<reqwest::Url>,
@@ -61,6 +62,36 @@ pub struct AgentConfig {
     pub ca_file: Option<PathBuf>,
     /// `--host-root` (default `/`): the directory standing for the host's `/`.
     pub host_root: PathBuf,
+}
+
+fn url_strings(urls: &[reqwest::Url]) -> Vec<&str> {
+    urls.iter().map(reqwest::Url::as_str).collect()
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("api_urls", &url_strings(&self.api_urls))
+            .field("inspection_callback_urls", &url_strings(&self.inspection_callback_urls))
+            .field("bootif", &self.bootif)
+            .field("insecure", &self.insecure)
+            .field("lookup_timeout", &self.lookup_timeout)
+            .field("lookup_interval", &self.lookup_interval)
+            .field("listen_host", &self.listen_host)
+            .field("listen_port", &self.listen_port)
+            .field("advertise_host", &self.advertise_host)
+            .field("advertise_port", &self.advertise_port)
+            .field("network_interface", &self.network_interface)
+            .field("agent_token", &self.agent_token.as_ref().map(|_| "******"))
+            .field("ironic_api_version", &self.ironic_api_version)
+            .field("global_request_id", &self.global_request_id)
+            .field("debug", &self.debug)
+            .field("http_request_timeout", &self.http_request_timeout)
+            .field("enable_auto_tls", &self.enable_auto_tls)
+            .field("ca_file", &self.ca_file)
+            .field("host_root", &self.host_root)
+            .finish()
+    }
 }
 
 /// IPA's defaults for every parameter, with no API URL.
@@ -1100,5 +1131,21 @@ mod tests {
                 assert!(!c.api_urls.is_empty() || !c.inspection_callback_urls.is_empty());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_masks_the_agent_token() {
+        let config = AgentConfig {
+            agent_token: Some("s3cret-token-value-that-must-not-leak".into()),
+            ..AgentConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("agent_token: Some(\"******\")"), "{text}");
     }
 }
