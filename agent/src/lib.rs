@@ -7,4 +7,5 @@
 pub mod config;
 pub mod host;
 pub mod inventory;
+pub mod ironic;
 pub mod session;
