@@ -305,7 +305,7 @@ fn ironic_error(status: StatusCode, message: &str) -> Response {
 
 /// The version a request asked for: none means 1.1, `latest` the maximum; anything
 /// unparsable or outside the served range is refused with `406`.
-fn negotiate(headers: &HeaderMap, max: ApiVersion) -> Result<ApiVersion, Response> {
+fn negotiate(headers: &HeaderMap, max: ApiVersion) -> Result<ApiVersion, Box<Response>> {
     let Some(raw) = headers.get(VERSION_HEADER) else {
         return Ok(ApiVersion::MINIMUM);
     };
@@ -315,10 +315,10 @@ fn negotiate(headers: &HeaderMap, max: ApiVersion) -> Result<ApiVersion, Respons
     }
     match text.parse::<ApiVersion>() {
         Ok(v) if v >= ApiVersion::MINIMUM && v <= max => Ok(v),
-        _ => Err(ironic_error(
+        _ => Err(Box::new(ironic_error(
             StatusCode::NOT_ACCEPTABLE,
             &format!("Version {text} was requested but is not supported (1.1 to {max})"),
-        )),
+        ))),
     }
 }
 
@@ -337,25 +337,8 @@ fn with_version_headers(mut resp: Response, max: ApiVersion, used: Option<ApiVer
     resp
 }
 
-fn record(
-    shared: &Shared,
-    at: Instant,
-    method: &str,
-    path: String,
-    headers: HeaderMap,
-    query: Vec<(String, String)>,
-    body: Option<Value>,
-    resp: &Response,
-) {
-    shared.lock().requests.push(RecordedRequest {
-        at,
-        method: method.to_owned(),
-        path,
-        headers,
-        query,
-        body,
-        status: resp.status().as_u16(),
-    });
+fn record(shared: &Shared, request: RecordedRequest) {
+    shared.lock().requests.push(request);
 }
 
 async fn root(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -385,7 +368,13 @@ async fn root(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
         }
     };
     let resp = with_version_headers(resp, max, None);
-    record(&shared, at, "GET", "/".into(), headers, vec![], None, &resp);
+    let status = resp.status().as_u16();
+    let method = "GET".into();
+    let path = "/".into();
+    record(
+        &shared,
+        RecordedRequest { at, method, path, headers, query: vec![], body: None, status },
+    );
     resp
 }
 
@@ -399,12 +388,15 @@ async fn lookup(
         let mut inner = shared.lock();
         let max = inner.config.max_version;
         match negotiate(&headers, max) {
-            Err(resp) => (resp, max, None),
+            Err(resp) => (*resp, max, None),
             Ok(v) => (answer_lookup(&mut inner, v, &query), max, Some(v)),
         }
     };
     let resp = with_version_headers(resp, max, used);
-    record(&shared, at, "GET", "/v1/lookup".into(), headers, query, None, &resp);
+    let status = resp.status().as_u16();
+    let method = "GET".into();
+    let path = "/v1/lookup".into();
+    record(&shared, RecordedRequest { at, method, path, headers, query, body: None, status });
     resp
 }
 
@@ -428,8 +420,12 @@ fn answer_lookup(inner: &mut Inner, version: ApiVersion, query: &[(String, Strin
         LookupStep::Found(token_reply) => token_reply,
     };
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let macs: Vec<&str> =
-        param("addresses").unwrap_or("").split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+    let macs: Vec<&str> = param("addresses")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
     let uuid = param("node_uuid").filter(|u| !u.is_empty());
     if macs.is_empty() && uuid.is_none() {
         return ironic_error(
@@ -511,13 +507,16 @@ async fn heartbeat(
         let mut inner = shared.lock();
         let max = inner.config.max_version;
         match negotiate(&headers, max) {
-            Err(resp) => (resp, max, None),
+            Err(resp) => (*resp, max, None),
             Ok(v) => (answer_heartbeat(&mut inner, v, &node, &body), max, Some(v)),
         }
     };
     let resp = with_version_headers(resp, max, used);
+    let status = resp.status().as_u16();
+    let method = "POST".into();
     let path = format!("/v1/heartbeat/{node}");
-    record(&shared, at, "POST", path, headers, vec![], parsed_body, &resp);
+    let body = parsed_body;
+    record(&shared, RecordedRequest { at, method, path, headers, query: vec![], body, status });
     shared.heartbeats.send_modify(|n| *n += 1);
     resp
 }
@@ -583,8 +582,7 @@ fn answer_heartbeat(inner: &mut Inner, version: ApiVersion, node: &str, body: &[
 
 /// 43 URL-safe characters, the shape of Ironic's `secrets.token_urlsafe()`.
 fn fresh_token() -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let state = std::collections::hash_map::RandomState::new();
     (0..43u32).map(|i| char::from(ALPHABET[(state.hash_one(i) % 64) as usize])).collect()
 }

@@ -107,7 +107,8 @@ async fn lookup_retries_404s_then_adopts_token_and_node() {
     let config = agent_config(vec![conductor.url()]);
     let session = Session::new(None);
 
-    let outcome = lookup_node(&client(&config), &session, &query(), &quick_backoff()).await.unwrap();
+    let outcome =
+        lookup_node(&client(&config), &session, &query(), &quick_backoff()).await.unwrap();
 
     let lookups = conductor.lookups();
     assert_eq!(statuses(&lookups), [404, 404, 404, 200]);
@@ -173,9 +174,8 @@ async fn lookup_gives_up_after_its_budget() {
     let backoff = LookupBackoff { budget: Duration::from_millis(300), ..quick_backoff() };
     let started = Instant::now();
 
-    let err = lookup_node(&client(&config), &Session::new(None), &query(), &backoff)
-        .await
-        .unwrap_err();
+    let err =
+        lookup_node(&client(&config), &Session::new(None), &query(), &backoff).await.unwrap_err();
 
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(300), "gave up early: {elapsed:?}");
@@ -200,7 +200,8 @@ async fn masked_token_without_a_held_token_is_fatal() {
     let config = agent_config(vec![conductor.url()]);
     let session = Session::new(None);
 
-    let err = lookup_node(&client(&config), &session, &query(), &quick_backoff()).await.unwrap_err();
+    let err =
+        lookup_node(&client(&config), &session, &query(), &quick_backoff()).await.unwrap_err();
 
     assert!(
         matches!(&err, LookupError::TokenWithheld { node_uuid } if *node_uuid == conductor.node_uuid()),
@@ -280,11 +281,9 @@ async fn older_conductors_get_older_versions_and_fewer_fields() {
         ),
     ];
     for &(max, lookup_v, heartbeat_v, keys, token) in table {
-        let conductor = fake(FakeConductorConfig {
-            max_version: max.parse().unwrap(),
-            ..Default::default()
-        })
-        .await;
+        let conductor =
+            fake(FakeConductorConfig { max_version: max.parse().unwrap(), ..Default::default() })
+                .await;
         let config = agent_config(vec![conductor.url()]);
         let client = client(&config);
         let session = Arc::new(Session::new(None));
@@ -304,7 +303,8 @@ async fn older_conductors_get_older_versions_and_fewer_fields() {
 
 #[tokio::test]
 async fn failed_detection_falls_back_to_1_31() {
-    let conductor = fake(FakeConductorConfig { root_status: Some(500), ..Default::default() }).await;
+    let conductor =
+        fake(FakeConductorConfig { root_status: Some(500), ..Default::default() }).await;
     let config = agent_config(vec![conductor.url()]);
     let client = client(&config);
     let session = Arc::new(Session::new(None));
@@ -385,10 +385,7 @@ async fn refused_url_is_skipped_and_the_working_one_moves_first() {
     lookup_node(&client, &Session::new(None), &query(), &quick_backoff()).await.unwrap();
 
     let order: Vec<String> = client.api_urls().iter().map(|u| u.to_string()).collect();
-    assert_eq!(
-        order,
-        [conductor.url().to_string(), refused.to_string(), spare.url().to_string()]
-    );
+    assert_eq!(order, [conductor.url().to_string(), refused.to_string(), spare.url().to_string()]);
     assert_eq!(statuses(&conductor.lookups()), [200]);
     assert!(spare.requests().is_empty(), "the third URL was not needed");
 
@@ -444,12 +441,16 @@ async fn conductor_checks_token_and_callback_url() {
     moved.callback_url = callback_url(false, "127.0.0.2".parse().unwrap(), 9999);
     match moved.heartbeat_once().await {
         Err(HeartbeatError::Rejected { status: 400, message }) => {
-            assert!(message.contains("Detected change in ramdisk provided callback_url"), "{message}")
+            assert!(
+                message.contains("Detected change in ramdisk provided callback_url"),
+                "{message}"
+            )
         }
         other => panic!("unexpected {other:?}"),
     }
 
-    let impostor = heartbeater(client, Arc::new(Session::new(Some("i".repeat(43)))), outcome.node_uuid);
+    let impostor =
+        heartbeater(client, Arc::new(Session::new(Some("i".repeat(43)))), outcome.node_uuid);
     match impostor.heartbeat_once().await {
         Err(HeartbeatError::Rejected { status: 400, message }) => {
             assert!(message.contains("Invalid or missing agent token"), "{message}")
@@ -540,4 +541,28 @@ async fn command_finished_forces_a_heartbeat_but_not_too_soon() {
 
     stop.send(()).unwrap();
     tokio::time::timeout(WAIT, task).await.expect("task stops on shutdown").unwrap();
+}
+
+#[tokio::test]
+async fn caller_supplied_tls_config_is_used_and_https_fails_cleanly() {
+    let conductor = fake(FakeConductorConfig::default()).await;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let config = agent_config(vec![conductor.url()]);
+    let client = ConductorClient::new(&config, Some(Arc::new(tls))).unwrap();
+    lookup_node(&client, &Session::new(None), &query(), &quick_backoff()).await.unwrap();
+    assert_eq!(statuses(&conductor.lookups()), [200]);
+
+    // The fake speaks plain HTTP: a TLS handshake with it fails, and that is an error
+    // for the caller, not a panic.
+    let https = format!("https://{}", conductor.addr()).parse().unwrap();
+    let config = agent_config(vec![https]);
+    let backoff = LookupBackoff { budget: Duration::from_millis(50), ..quick_backoff() };
+    let result = lookup_node(&self::client(&config), &Session::new(None), &query(), &backoff).await;
+    assert!(matches!(result, Err(LookupError::TimedOut { .. })), "{result:?}");
+    assert_eq!(conductor.lookups().len(), 1, "no TLS request reached the handler");
 }

@@ -54,6 +54,11 @@ impl HeartbeatTiming {
     }
 }
 
+/// `at + wait`, saturating: the wait can come from the conductor's `heartbeat_timeout`.
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait).unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
+}
+
 fn uniform((low, high): (f64, f64)) -> f64 {
     let (low, high) = (low.max(0.0), high.max(0.0));
     let (low, high) = if low <= high { (low, high) } else { (high, low) };
@@ -143,7 +148,7 @@ impl Heartbeater {
         let mut forced = false;
         loop {
             let due = match (forced, previous) {
-                (true, Some(prev)) => next.min(prev + self.timing.min_spacing),
+                (true, Some(prev)) => next.min(later(prev, self.timing.min_spacing)),
                 (true, None) => Instant::now(),
                 (false, _) => next,
             };
@@ -168,7 +173,10 @@ impl Heartbeater {
             next = match result {
                 Ok(()) => {
                     tracing::debug!("heartbeat accepted");
-                    sent + self.timing.after_success(self.heartbeat_timeout)
+                    // A zero `heartbeat_timeout` from the conductor must not turn
+                    // into a busy loop.
+                    let wait = self.timing.after_success(self.heartbeat_timeout);
+                    later(sent, wait.max(self.timing.min_spacing))
                 }
                 Err(e) => {
                     match &e {
@@ -181,7 +189,7 @@ impl Heartbeater {
                             "heartbeat failed, retrying soon"
                         ),
                     }
-                    sent + self.timing.after_failure()
+                    later(sent, self.timing.after_failure())
                 }
             };
         }
@@ -202,6 +210,15 @@ mod tests {
             let f = t.after_failure().as_secs_f64();
             assert!((5.0..=10.0).contains(&f), "{f}");
         }
+    }
+
+    #[test]
+    fn huge_intervals_saturate() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(3600));
+        let t = HeartbeatTiming::default();
+        let far = t.after_success(Duration::from_secs(u64::MAX));
+        assert!(later(now, far) > now);
     }
 
     #[test]

@@ -52,9 +52,11 @@ impl LookupBackoff {
     pub fn wait_after(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(63);
         let growth = self.unit.as_secs_f64() * 2f64.powi(exponent as i32);
-        let high = growth.clamp(self.min_wait.as_secs_f64(), self.max_wait.as_secs_f64());
-        let low = self.min_wait.as_secs_f64().min(high);
-        Duration::from_secs_f64(low + fastrand::f64() * (high - low))
+        // Not `clamp`: `ipa-lookup-interval` may exceed the 60 s cap, and then it wins.
+        let low = self.min_wait.as_secs_f64();
+        let high = growth.min(self.max_wait.as_secs_f64()).max(low);
+        Duration::try_from_secs_f64(low + fastrand::f64() * (high - low))
+            .unwrap_or(self.min_wait.max(self.max_wait))
     }
 
     /// The extra wait after the `conflicts`-th `409` reply (counting from 1).
@@ -244,6 +246,16 @@ mod tests {
             assert!(high == 2.0 || saw_above_half, "attempt {attempt} never used its range");
         }
         assert!(b.wait_after(u32::MAX) <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn an_interval_above_the_cap_is_used_as_is() {
+        let b = LookupBackoff { min_wait: Duration::from_secs(90), ..LookupBackoff::default() };
+        for attempt in [1, 5, 30] {
+            assert_eq!(b.wait_after(attempt), Duration::from_secs(90));
+        }
+        let huge = LookupBackoff { min_wait: Duration::MAX, ..LookupBackoff::default() };
+        assert!(huge.wait_after(3) >= Duration::from_secs(60));
     }
 
     #[test]
