@@ -57,6 +57,8 @@ pub enum ConductorRequestError {
     },
     #[error("API URL {url} cannot take a path")]
     NotABaseUrl { url: String },
+    #[error("no conductor API URL is configured")]
+    NoApiUrl,
 }
 
 /// An HTTP reply, whatever its status.
@@ -222,8 +224,7 @@ impl ConductorClient {
                 tried: urls.iter().map(Url::as_str).collect::<Vec<_>>().join(", "),
                 source,
             }),
-            // `new` refuses an empty URL list, so at least one URL was tried.
-            None => Err(ConductorRequestError::NotABaseUrl { url: String::new() }),
+            None => Err(ConductorRequestError::NoApiUrl),
         }
     }
 

@@ -194,7 +194,13 @@ fn adopt(
             }
         }
     }
-    session.set_node(reply.node_json());
+    let mut node = reply.node_json();
+    let skip_bmc = reply.config.as_ref().and_then(|c| c.agent_skip_bmc_detect) == Some(true);
+    if let (true, Some(fields)) = (skip_bmc, node.as_object_mut()) {
+        // The BMC is managed out of band (Redfish); inventory must not probe it.
+        fields.insert("skip_bmc_detect".into(), serde_json::Value::Bool(true));
+    }
+    session.set_node(node);
     let heartbeat_timeout = Duration::from_secs(reply.heartbeat_timeout_secs());
     tracing::info!(node = %node_uuid, ?heartbeat_timeout, %api_version, "lookup succeeded");
     Ok(LookupOutcome {
@@ -220,6 +226,48 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(config: serde_json::Value) -> LookupResponse {
+        let body = serde_json::json!({"node": {"uuid": "n-1", "properties": {}}, "config": config});
+        LookupResponse::from_json(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn adopt_marks_skip_bmc_detect_on_the_cached_node() {
+        let v = ApiVersion::LOOKUP_CAP;
+        let session = Session::new(None);
+        adopt(&session, reply(serde_json::json!({"agent_skip_bmc_detect": true})), v).unwrap();
+        assert_eq!(session.node().unwrap()["skip_bmc_detect"], true);
+        let session = Session::new(None);
+        adopt(&session, reply(serde_json::json!({"agent_skip_bmc_detect": false})), v).unwrap();
+        assert_eq!(session.node().unwrap().get("skip_bmc_detect"), None);
+    }
+
+    #[test]
+    fn adopt_token_rules() {
+        let v = ApiVersion::LOOKUP_CAP;
+        let long = "k".repeat(43);
+        let session = Session::new(None);
+        let outcome = adopt(
+            &session,
+            reply(serde_json::json!({"agent_token": long, "heartbeat_timeout": 30})),
+            v,
+        )
+        .unwrap();
+        assert_eq!(session.token(), Some(long.clone()));
+        assert_eq!(outcome.heartbeat_timeout, Duration::from_secs(30));
+        assert_eq!(outcome.node_uuid, "n-1");
+
+        let fresh = Session::new(None);
+        let err =
+            adopt(&fresh, reply(serde_json::json!({"agent_token": "******"})), v).unwrap_err();
+        assert!(matches!(err, LookupError::TokenWithheld { ref node_uuid } if node_uuid == "n-1"));
+        assert_eq!(fresh.node(), None);
+
+        let kept = Session::new(Some(long.clone()));
+        adopt(&kept, reply(serde_json::json!({"agent_token": "short"})), v).unwrap();
+        assert_eq!(kept.token(), Some(long));
+    }
 
     #[test]
     fn production_defaults_are_ipas() {
