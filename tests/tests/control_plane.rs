@@ -150,8 +150,8 @@ async fn lookup_conflicts_add_escalating_waits() {
 
     let lookups = conductor.lookups();
     assert_eq!(statuses(&lookups), [409, 409, 409, 200]);
-    let gaps = gaps(&lookups);
-    for (gap, extra) in gaps.iter().zip(&backoff.conflict_waits) {
+    let conflict_gaps = gaps(&lookups);
+    for (gap, extra) in conflict_gaps.iter().zip(&backoff.conflict_waits) {
         assert!(gap >= extra, "gap {gap:?} shorter than the conflict wait {extra:?}");
         assert!(*gap < *extra + Duration::from_millis(600), "gap {gap:?} far above {extra:?}");
     }
@@ -162,7 +162,7 @@ async fn lookup_conflicts_add_escalating_waits() {
     conductor.script_lookups([404, 404, 404].map(LookupStep::Status));
     let config = agent_config(vec![conductor.url()]);
     lookup_node(&client(&config), &Session::new(None), &query(), &backoff).await.unwrap();
-    let quick: Duration = crate::gaps(&conductor.lookups()).iter().sum();
+    let quick: Duration = gaps(&conductor.lookups()).iter().sum();
     assert!(quick < Duration::from_millis(100 + 200 + 400), "404 retries took {quick:?}");
 }
 
@@ -363,9 +363,14 @@ async fn request_id_and_json_headers() {
     // Not configured, not sent.
     let conductor = fake(FakeConductorConfig::default()).await;
     let config = agent_config(vec![conductor.url()]);
-    lookup_node(&self::client(&config), &Session::new(None), &query(), &quick_backoff())
-        .await
-        .unwrap();
+    lookup_node(
+        &ConductorClient::new(&config, None).unwrap(),
+        &Session::new(None),
+        &query(),
+        &quick_backoff(),
+    )
+    .await
+    .unwrap();
     assert!(conductor.requests().iter().all(|r| r.header("X-OpenStack-Request-ID").is_none()));
 }
 
@@ -392,7 +397,14 @@ async fn refused_url_is_skipped_and_the_working_one_moves_first() {
     // All URLs refusing: lookup keeps retrying and reports the connection failure.
     let config = agent_config(vec![refused]);
     let backoff = LookupBackoff { budget: Duration::from_millis(100), ..quick_backoff() };
-    match lookup_node(&self::client(&config), &Session::new(None), &query(), &backoff).await {
+    match lookup_node(
+        &ConductorClient::new(&config, None).unwrap(),
+        &Session::new(None),
+        &query(),
+        &backoff,
+    )
+    .await
+    {
         Err(LookupError::TimedOut { last, .. }) => {
             assert!(last.contains("no conductor API URL accepted a connection"), "{last}")
         }
@@ -562,7 +574,13 @@ async fn caller_supplied_tls_config_is_used_and_https_fails_cleanly() {
     let https = format!("https://{}", conductor.addr()).parse().unwrap();
     let config = agent_config(vec![https]);
     let backoff = LookupBackoff { budget: Duration::from_millis(50), ..quick_backoff() };
-    let result = lookup_node(&self::client(&config), &Session::new(None), &query(), &backoff).await;
+    let result = lookup_node(
+        &ConductorClient::new(&config, None).unwrap(),
+        &Session::new(None),
+        &query(),
+        &backoff,
+    )
+    .await;
     assert!(matches!(result, Err(LookupError::TimedOut { .. })), "{result:?}");
     assert_eq!(conductor.lookups().len(), 1, "no TLS request reached the handler");
 }
