@@ -8,5 +8,6 @@ pub mod cmdline;
 pub mod config;
 pub mod host;
 pub mod inventory;
+pub mod ironic;
 pub mod session;
 pub mod tls;
