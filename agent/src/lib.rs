@@ -4,7 +4,12 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the code map.
 
+pub mod api;
+pub mod commands;
 pub mod config;
+pub mod executor;
 pub mod host;
 pub mod inventory;
+pub mod logbuf;
+pub mod power;
 pub mod session;
