@@ -117,20 +117,15 @@ pub struct Executor {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("index", &self.index)
-            .field("command", &self.command)
-            .finish()
+        f.debug_struct("Job").field("index", &self.index).field("command", &self.command).finish()
     }
 }
 
 impl Executor {
     /// Starts the worker. Must be called within a Tokio runtime.
     pub fn start(ctx: CommandContext, stop: StopSwitch) -> Self {
-        let record = Arc::new(Record {
-            results: Mutex::new(Vec::new()),
-            changed: watch::Sender::new(0),
-        });
+        let record =
+            Arc::new(Record { results: Mutex::new(Vec::new()), changed: watch::Sender::new(0) });
         let (jobs, rx) = mpsc::unbounded_channel();
         tokio::spawn(worker(rx, Arc::new(ctx), record.clone(), stop));
         Self { record, jobs }
@@ -232,11 +227,7 @@ async fn worker(
 }
 
 async fn run_job(job: Job, ctx: &Arc<CommandContext>, record: &Record, stop: &StopSwitch) {
-    let Job {
-        index,
-        command,
-        span,
-    } = job;
+    let Job { index, command, span } = job;
     let mode = command.mode();
     let name = command.name();
     tracing::info!("command started");

@@ -9,7 +9,11 @@
 //! use std::sync::Arc;
 //! use ferric_agent::logbuf::{LogBuffer, TeeWriter};
 //! let buffer = Arc::new(LogBuffer::new(LogBuffer::DEFAULT_CAPACITY));
-//! tracing_subscriber::fmt().with_writer(TeeWriter::new(buffer.clone())).init();
+//! // Without colour codes, so the copy handed to the operator reads as plain text.
+//! tracing_subscriber::fmt()
+//!     .with_writer(TeeWriter::new(buffer.clone()))
+//!     .with_ansi(false)
+//!     .init();
 //! ```
 
 use std::collections::VecDeque;
@@ -38,10 +42,7 @@ impl LogBuffer {
     pub const DEFAULT_CAPACITY: usize = 2 * 1024 * 1024;
 
     pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            inner: Mutex::new(Chunks::default()),
-        }
+        Self { capacity, inner: Mutex::new(Chunks::default()) }
     }
 
     /// Appends one chunk (normally one formatted event). A chunk larger than the whole
@@ -94,18 +95,12 @@ pub struct TeeWriter {
 
 impl TeeWriter {
     pub fn new(buffer: Arc<LogBuffer>) -> Self {
-        Self {
-            buffer,
-            stderr: true,
-        }
+        Self { buffer, stderr: true }
     }
 
     /// Writes to the buffer only (tests, where stderr would be noise).
     pub fn buffer_only(buffer: Arc<LogBuffer>) -> Self {
-        Self {
-            buffer,
-            stderr: false,
-        }
+        Self { buffer, stderr: false }
     }
 }
 
@@ -113,11 +108,7 @@ impl<'a> MakeWriter<'a> for TeeWriter {
     type Writer = EventWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        EventWriter {
-            buffer: self.buffer.clone(),
-            stderr: self.stderr,
-            pending: Vec::new(),
-        }
+        EventWriter { buffer: self.buffer.clone(), stderr: self.stderr, pending: Vec::new() }
     }
 }
 

@@ -90,10 +90,7 @@ impl HostPower {
         if rc == 0 {
             Ok(())
         } else {
-            Err(PowerError::Reboot {
-                action,
-                source: io::Error::last_os_error(),
-            })
+            Err(PowerError::Reboot { action, source: io::Error::last_os_error() })
         }
     }
 }

@@ -139,10 +139,7 @@ impl AgentApiVersion {
     pub fn v1(base_url: &str) -> Self {
         Self {
             id: "v1".to_owned(),
-            links: vec![Link {
-                href: format!("{base_url}/v1/"),
-                rel: "self".to_owned(),
-            }],
+            links: vec![Link { href: format!("{base_url}/v1/"), rel: "self".to_owned() }],
         }
     }
 }
@@ -191,10 +188,7 @@ impl AgentV1 {
         let pair = |path: &str| {
             ["self", "bookmark"]
                 .into_iter()
-                .map(|rel| Link {
-                    href: format!("{base_url}{path}"),
-                    rel: rel.to_owned(),
-                })
+                .map(|rel| Link { href: format!("{base_url}{path}"), rel: rel.to_owned() })
                 .collect()
         };
         let v1 = AgentApiVersion::v1(base_url);
@@ -294,8 +288,7 @@ mod tests {
     #[test]
     fn request_needs_name_and_object_params() {
         let ok: CommandRequest =
-            serde_json::from_value(json!({"name": "standby.sync", "params": {}, "x": 1}))
-                .unwrap();
+            serde_json::from_value(json!({"name": "standby.sync", "params": {}, "x": 1})).unwrap();
         assert_eq!(ok.name, "standby.sync");
         assert!(ok.params.is_empty());
         for bad in [
@@ -314,7 +307,8 @@ mod tests {
     fn command_list_and_fault_bodies() {
         let list: CommandList = serde_json::from_value(json!({"commands": []})).unwrap();
         assert!(list.commands.is_empty());
-        let fault = json!({"faultcode": "Client", "faultstring": "401 Unauthorized: Token invalid."});
+        let fault =
+            json!({"faultcode": "Client", "faultstring": "401 Unauthorized: Token invalid."});
         let parsed: AgentFault = serde_json::from_value(fault.clone()).unwrap();
         assert_eq!(parsed.faultcode, FaultCode::Client);
         assert_eq!(serde_json::to_value(&parsed).unwrap(), fault);

@@ -45,9 +45,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::MalformedJson(_)
-            | ApiError::BodyRead
-            | ApiError::InvalidContent => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::BodyRead | ApiError::InvalidContent => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Submit(SubmitError::Busy(_)) => StatusCode::CONFLICT,
             ApiError::Submit(SubmitError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
@@ -106,9 +106,7 @@ mod tests {
                 "Not found: Extension with id bogus not found.",
             ),
             (
-                ApiError::Submit(SubmitError::Parse(CommandParseError::UnknownCommand(
-                    "x".into(),
-                ))),
+                ApiError::Submit(SubmitError::Parse(CommandParseError::UnknownCommand("x".into()))),
                 400,
                 FaultCode::Client,
                 "Invalid command: Unknown command: x",

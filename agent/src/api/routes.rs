@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
@@ -38,10 +38,8 @@ pub(crate) struct AppState {
 type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 pub(crate) fn router(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/", get(root))
-        .route("/v1", get(v1))
-        .route("/v1/", get(v1));
+    let mut router =
+        Router::new().route("/", get(root)).route("/v1", get(v1)).route("/v1/", get(v1));
     // ironic-python-agent serves every route with and without the `/v1` prefix, and
     // Ironic uses the trailing slash on collections.
     for prefix in ["", "/v1"] {
@@ -90,20 +88,14 @@ async fn v1(scheme: Option<Extension<Scheme>>, headers: HeaderMap) -> Json<Agent
 }
 
 async fn status(State(state): State<AppState>) -> Json<AgentStatus> {
-    Json(AgentStatus {
-        started_at: state.session.started_at,
-        version: state.version.clone(),
-    })
+    Json(AgentStatus { started_at: state.session.started_at, version: state.version.clone() })
 }
 
 /// The query parameters, with the token checked.
 fn authorize(state: &AppState, query: QueryParams) -> Result<HashMap<String, String>, ApiError> {
     // A query string that cannot be parsed cannot carry a valid token either.
     let Query(params) = query.map_err(|_| ApiError::Unauthorized)?;
-    if !state
-        .session
-        .token_matches(params.get("agent_token").map(String::as_str))
-    {
+    if !state.session.token_matches(params.get("agent_token").map(String::as_str)) {
         return Err(ApiError::Unauthorized);
     }
     Ok(params)
@@ -111,9 +103,7 @@ fn authorize(state: &AppState, query: QueryParams) -> Result<HashMap<String, Str
 
 /// `wait=true` (any case) blocks until the command is done; anything else does not.
 fn wants_wait(params: &HashMap<String, String>) -> bool {
-    params
-        .get("wait")
-        .is_some_and(|w| w.eq_ignore_ascii_case("true"))
+    params.get("wait").is_some_and(|w| w.eq_ignore_ascii_case("true"))
 }
 
 async fn list_commands(
@@ -121,22 +111,19 @@ async fn list_commands(
     query: QueryParams,
 ) -> Result<Json<CommandList>, ApiError> {
     authorize(&state, query)?;
-    Ok(Json(CommandList {
-        commands: state.executor.list(),
-    }))
+    Ok(Json(CommandList { commands: state.executor.list() }))
 }
 
 async fn get_command(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     query: QueryParams,
 ) -> Result<Json<CommandResult>, ApiError> {
     let params = authorize(&state, query)?;
-    let result = if wants_wait(&params) {
-        state.executor.wait(&id).await
-    } else {
-        state.executor.get(&id)
-    };
+    // An id that is not even valid text cannot name a recorded command.
+    let Path(id) = id.map_err(|_| ApiError::NoRoute)?;
+    let result =
+        if wants_wait(&params) { state.executor.wait(&id).await } else { state.executor.get(&id) };
     result.map(Json).ok_or(ApiError::UnknownCommandId(id))
 }
 

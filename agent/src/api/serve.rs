@@ -56,11 +56,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let acceptor = tls.map(TlsAcceptor::from);
-    let scheme = if acceptor.is_some() {
-        Scheme::Https
-    } else {
-        Scheme::Http
-    };
+    let scheme = if acceptor.is_some() { Scheme::Https } else { Scheme::Http };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, scheme = scheme.as_str(), "agent API listening");
     }
@@ -140,9 +136,7 @@ async fn drive<I>(
         req
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
     tokio::select! {

@@ -21,9 +21,8 @@ use system_logs::SystemLogsError;
 
 /// Extensions ironic-python-agent has. A command of a known extension that Ferric does not
 /// implement is an unknown command (400), a command of any other extension is 404.
-pub const KNOWN_EXTENSIONS: [&str; 10] = [
-    "standby", "clean", "deploy", "service", "image", "log", "poll", "rescue", "system", "flow",
-];
+pub const KNOWN_EXTENSIONS: [&str; 10] =
+    ["standby", "clean", "deploy", "service", "image", "log", "poll", "rescue", "system", "flow"];
 
 /// Whether the caller waits for the result (sync) or gets `RUNNING` at once (async).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +52,9 @@ pub enum Command {
     /// `system.test_fail`: fails with the given message.
     #[cfg(test)]
     TestFail { message: String },
+    /// `system.test_panic`: panics.
+    #[cfg(test)]
+    TestPanic,
 }
 
 /// Why a command request was refused. The `Display` text is the fault string the API
@@ -116,6 +118,8 @@ impl Command {
                 let p: TestFailParams = params(raw)?;
                 return Ok(Command::TestFail { message: p.message });
             }
+            #[cfg(test)]
+            ("system", "test_panic") => Command::TestPanic,
             _ => return Err(CommandParseError::UnknownCommand(command.to_owned())),
         };
         let NoParams {} = params(raw)?;
@@ -130,7 +134,7 @@ impl Command {
             Command::Sync | Command::PowerOff | Command::RunImage => "standby",
             Command::Lockdown => "system",
             #[cfg(test)]
-            Command::TestBlock | Command::TestFail { .. } => "system",
+            Command::TestBlock | Command::TestFail { .. } | Command::TestPanic => "system",
         }
     }
 
@@ -147,6 +151,8 @@ impl Command {
             Command::TestBlock => "test_block",
             #[cfg(test)]
             Command::TestFail { .. } => "test_fail",
+            #[cfg(test)]
+            Command::TestPanic => "test_panic",
         }
     }
 
@@ -160,7 +166,7 @@ impl Command {
             #[cfg(test)]
             Command::TestBlock => Mode::Async,
             #[cfg(test)]
-            Command::TestFail { .. } => Mode::Sync,
+            Command::TestFail { .. } | Command::TestPanic => Mode::Sync,
         }
     }
 
@@ -210,6 +216,8 @@ impl Command {
             }
             #[cfg(test)]
             Command::TestFail { message } => Err(CommandFailure::Test(message)),
+            #[cfg(test)]
+            Command::TestPanic => panic!("test_panic"),
         }
     }
 }
@@ -217,9 +225,7 @@ impl Command {
 async fn sync_disks(ctx: &Arc<CommandContext>) -> Result<(), CommandFailure> {
     let power = ctx.power.clone();
     // sync(2) can take long with much dirty data; keep it off the async threads.
-    tokio::task::spawn_blocking(move || power.sync_disks())
-        .await
-        .map_err(CommandFailure::Task)
+    tokio::task::spawn_blocking(move || power.sync_disks()).await.map_err(CommandFailure::Task)
 }
 
 /// What commands may use.
@@ -261,10 +267,7 @@ pub struct Completion {
 
 impl Completion {
     fn value(v: Value) -> Self {
-        Self {
-            output: Output::Value(v),
-            after: None,
-        }
+        Self { output: Output::Value(v), after: None }
     }
 
     fn null() -> Self {
@@ -273,10 +276,7 @@ impl Completion {
 
     #[cfg(test)]
     fn text(s: &str) -> Self {
-        Self {
-            output: Output::Text(s.to_owned()),
-            after: None,
-        }
+        Self { output: Output::Text(s.to_owned()), after: None }
     }
 
     fn then(mut self, after: AfterAction) -> Self {
@@ -340,7 +340,12 @@ mod tests {
             ("bogus", "sync", json!({}), "Not found: Extension with id bogus not found."),
             ("standby", "nope", json!({}), "Invalid command: Unknown command: nope"),
             // Known extension, command not implemented here.
-            ("clean", "execute_clean_step", json!({}), "Invalid command: Unknown command: execute_clean_step"),
+            (
+                "clean",
+                "execute_clean_step",
+                json!({}),
+                "Invalid command: Unknown command: execute_clean_step",
+            ),
         ];
         for (ext, cmd, p, text) in table {
             let err = Command::parse(ext, cmd, obj(p)).unwrap_err();

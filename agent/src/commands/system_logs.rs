@@ -82,10 +82,8 @@ pub fn collect(
 }
 
 fn build_archive(entries: &[(String, Vec<u8>)]) -> io::Result<Vec<u8>> {
-    let mtime = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let mtime =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     for (name, data) in entries {
         let mut header = tar::Header::new_gnu();
@@ -102,10 +100,8 @@ fn build_archive(entries: &[(String, Vec<u8>)]) -> io::Result<Vec<u8>> {
 /// per read and `EAGAIN` once the buffer is drained; in a fake tree it is a regular file
 /// that ends with EOF. `Ok(None)` when it does not exist.
 fn read_kmsg(host: &HostRoot) -> io::Result<Option<Vec<u8>>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(host.path("/dev/kmsg"));
+    let file =
+        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(host.path("/dev/kmsg"));
     let mut file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -142,7 +138,11 @@ fn format_kmsg(raw: &[u8]) -> String {
         }
         match parse_record(line) {
             Some((usec, message)) => {
-                out.push_str(&format!("[{:5}.{:06}] {message}\n", usec / 1_000_000, usec % 1_000_000));
+                out.push_str(&format!(
+                    "[{:5}.{:06}] {message}\n",
+                    usec / 1_000_000,
+                    usec % 1_000_000
+                ));
             }
             None => {
                 out.push_str(line);
