@@ -4,10 +4,15 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the code map.
 
+pub mod api;
 pub mod cmdline;
+pub mod commands;
 pub mod config;
+pub mod executor;
 pub mod host;
 pub mod inventory;
 pub mod ironic;
+pub mod logbuf;
+pub mod power;
 pub mod session;
 pub mod tls;
