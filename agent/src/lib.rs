@@ -5,6 +5,8 @@
 //! See `ARCHITECTURE.md` at the repository root for the code map.
 
 pub mod config;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 pub mod host;
 pub mod inventory;
 pub mod session;

@@ -1,0 +1,1 @@
+//! Whole-inventory tests against generated host trees.
