@@ -225,7 +225,14 @@ impl LinuxIpmi {
         }))
     }
 
-    fn send(&self, fd: libc::c_int, msgid: i64, netfn: u8, cmd: u8, data: &[u8]) -> io::Result<()> {
+    fn send(
+        &self,
+        fd: libc::c_int,
+        msgid: libc::c_long,
+        netfn: u8,
+        cmd: u8,
+        data: &[u8],
+    ) -> io::Result<()> {
         let mut addr = IpmiSystemInterfaceAddr {
             addr_type: IPMI_SYSTEM_INTERFACE_ADDR_TYPE,
             channel: IPMI_BMC_CHANNEL,
@@ -235,13 +242,8 @@ impl LinuxIpmi {
         let mut req = IpmiReq {
             addr: (&mut addr as *mut IpmiSystemInterfaceAddr).cast(),
             addr_len: std::mem::size_of::<IpmiSystemInterfaceAddr>() as libc::c_uint,
-            msgid: msgid as libc::c_long,
-            msg: IpmiMsg {
-                netfn,
-                cmd,
-                data_len: body.len() as u16,
-                data: body.as_mut_ptr(),
-            },
+            msgid,
+            msg: IpmiMsg { netfn, cmd, data_len: body.len() as u16, data: body.as_mut_ptr() },
         };
         // SAFETY: `req` and the buffers it points to outlive the call; the kernel copies
         // the request before returning.
@@ -252,7 +254,7 @@ impl LinuxIpmi {
         Ok(())
     }
 
-    fn receive(&self, fd: libc::c_int, msgid: i64) -> Result<Vec<u8>, IpmiError> {
+    fn receive(&self, fd: libc::c_int, msgid: libc::c_long) -> Result<Vec<u8>, IpmiError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -280,7 +282,12 @@ impl LinuxIpmi {
                 addr: addr.as_mut_ptr(),
                 addr_len: MAX_ADDR as libc::c_uint,
                 msgid: 0,
-                msg: IpmiMsg { netfn: 0, cmd: 0, data_len: MAX_MSG as u16, data: data.as_mut_ptr() },
+                msg: IpmiMsg {
+                    netfn: 0,
+                    cmd: 0,
+                    data_len: MAX_MSG as u16,
+                    data: data.as_mut_ptr(),
+                },
             };
             // SAFETY: `recv` points at buffers of the sizes it declares, alive for the call.
             let rc = unsafe { libc::ioctl(fd, IPMICTL_RECEIVE_MSG_TRUNC as _, &mut recv) };
@@ -292,7 +299,7 @@ impl LinuxIpmi {
                     return Err(IpmiError::Receive(e));
                 }
             }
-            if recv.recv_type == IPMI_RESPONSE_RECV_TYPE && i64::from(recv.msgid) == msgid {
+            if recv.recv_type == IPMI_RESPONSE_RECV_TYPE && recv.msgid == msgid {
                 let len = usize::from(recv.msg.data_len).min(MAX_MSG);
                 return Ok(data[..len].to_vec());
             }
@@ -307,9 +314,12 @@ impl IpmiTransport for LinuxIpmi {
         }
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let fd = file.as_raw_fd();
-        let msgid = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(fd, msgid, netfn, cmd, data)
-            .map_err(|source| IpmiError::Send { netfn, cmd, source })?;
+        let msgid = self.next_id.fetch_add(1, Ordering::Relaxed) as libc::c_long;
+        self.send(fd, msgid, netfn, cmd, data).map_err(|source| IpmiError::Send {
+            netfn,
+            cmd,
+            source,
+        })?;
         self.receive(fd, msgid)
     }
 }

@@ -123,8 +123,14 @@ CPU implementer\t: 0x41\n\nprocessor\t: 1\nFeatures\t: fp\n";
 
     #[test]
     fn frequency_formats() {
-        let cases = [("2400000", Some("2400.0000")), ("3701000\n", Some("3701.0000")),
-            ("2100500", Some("2100.5000")), ("0", None), ("-5", None), ("x", None)];
+        let cases = [
+            ("2400000", Some("2400.0000")),
+            ("3701000\n", Some("3701.0000")),
+            ("2100500", Some("2100.5000")),
+            ("0", None),
+            ("-5", None),
+            ("x", None),
+        ];
         for (khz, want) in cases {
             assert_eq!(parse_khz(khz).map(format_mhz).as_deref(), want, "{khz}");
         }

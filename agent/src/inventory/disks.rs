@@ -199,12 +199,23 @@ E:ID_EMPTY=\n";
     fn tran_rule() {
         let cases = [
             ("nvme0n1", "../devices/pci0000:00/0000:5e:00.0/nvme/nvme0/nvme0n1", Some("nvme")),
-            ("sda", "../devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda",
-                Some("sata")),
-            ("sdb", "../devices/pci0000:00/0000:3b:00.0/host1/port-1:0/end_device-1:0/\
-target1:0:0/1:0:0:0/block/sdb", Some("sas")),
-            ("sdc", "../devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/\
-6:0:0:0/block/sdc", Some("usb")),
+            (
+                "sda",
+                "../devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda",
+                Some("sata"),
+            ),
+            (
+                "sdb",
+                "../devices/pci0000:00/0000:3b:00.0/host1/port-1:0/end_device-1:0/\
+target1:0:0/1:0:0:0/block/sdb",
+                Some("sas"),
+            ),
+            (
+                "sdc",
+                "../devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/\
+6:0:0:0/block/sdc",
+                Some("usb"),
+            ),
             ("vda", "../devices/pci0000:00/0000:00:04.0/virtio1/block/vda", None),
             ("loop0", "../devices/virtual/block/loop0", None),
             ("sdd", "", None),

@@ -74,13 +74,13 @@ mod tests {
         const GIB: u64 = 1 << 30;
         const MIB: u64 = 1 << 20;
         let cases = [
-            (GIB * 627 / 10, 65536),  // 62.7 GiB on a 64 GiB server
-            (GIB * 94, 98304),        // 96 GiB (6 x 16 GiB)
-            (GIB * 251, 262144),      // 256 GiB
-            (GIB * 376, 393216),      // 384 GiB
-            (MIB * 1946, 2048),       // 2 GiB VM
-            (MIB * 985, 1024),        // 1 GiB VM
-            (GIB * 64, 65536),        // already exact
+            (GIB * 627 / 10, 65536), // 62.7 GiB on a 64 GiB server
+            (GIB * 94, 98304),       // 96 GiB (6 x 16 GiB)
+            (GIB * 251, 262144),     // 256 GiB
+            (GIB * 376, 393216),     // 384 GiB
+            (MIB * 1946, 2048),      // 2 GiB VM
+            (MIB * 985, 1024),       // 1 GiB VM
+            (GIB * 64, 65536),       // already exact
             (1, 1),
             (0, 0),
         ];

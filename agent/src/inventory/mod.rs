@@ -131,7 +131,10 @@ pub(crate) fn attr(host: &HostRoot, path: &str) -> Option<String> {
 
 /// Lists a directory; a missing directory is an empty list (a host without network
 /// devices, a fake tree without PCI), any other failure is an error.
-pub(crate) fn list_dir_or_empty(host: &HostRoot, path: &str) -> Result<Vec<String>, InventoryError> {
+pub(crate) fn list_dir_or_empty(
+    host: &HostRoot,
+    path: &str,
+) -> Result<Vec<String>, InventoryError> {
     match host.list_dir(path) {
         Ok(names) => Ok(names),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),

@@ -81,7 +81,7 @@ pub fn parse_route(text: &str) -> Vec<Route> {
 }
 
 /// The interface whose most specific non-default route covers `addr`.
-pub fn route_interface<'a>(routes: &'a [Route], addr: Ipv4Addr) -> Option<&'a str> {
+pub fn route_interface(routes: &[Route], addr: Ipv4Addr) -> Option<&str> {
     let a = u32::from(addr);
     routes
         .iter()
@@ -146,7 +146,10 @@ fn octets(addr: &str) -> Option<Vec<String>> {
 /// Ethernet: the 6-octet address itself. IPoIB has a 20-octet address; like IPA we
 /// derive a MAC from the port GUID (octets 12–14 and 17–19) and report the client id
 /// InfiniBand DHCP uses (a fixed prefix plus the GUID octets 12–19).
-pub fn mac_and_client_id(address: &str, arp_type: Option<&str>) -> Option<(String, Option<String>)> {
+pub fn mac_and_client_id(
+    address: &str,
+    arp_type: Option<&str>,
+) -> Option<(String, Option<String>)> {
     let o = octets(address)?;
     if o.iter().all(|b| b == "00") {
         return None;
@@ -165,7 +168,8 @@ pub fn mac_and_client_id(address: &str, arp_type: Option<&str>) -> Option<(Strin
 /// `dddd:bb:dd.f`, the form sysfs names PCI functions.
 pub fn is_pci_address(s: &str) -> bool {
     let b = s.as_bytes();
-    let hex = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_hexdigit));
+    let hex =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_hexdigit));
     b.len() == 12
         && b.get(4) == Some(&b':')
         && b.get(7) == Some(&b':')
@@ -295,7 +299,8 @@ Local:
 
     // 10.0.0.0/24 on eth0, 192.168.0.0/16 on bond0, 192.168.7.0/24 on eth2 (more
     // specific), default via eth0.
-    const ROUTE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+    const ROUTE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0
 eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 bond0\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
@@ -346,15 +351,20 @@ fe80 06 40 20 80 eth4
     #[test]
     fn hardware_addresses() {
         let ib = "a0:00:02:20:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:bc:de";
-        let cases: [(&str, Option<&str>, Option<(&str, Option<&str>)>); 6] = [
+        type Case<'a> = (&'a str, Option<&'a str>, Option<(&'a str, Option<&'a str>)>);
+        let cases: [Case; 6] = [
             ("AA:BB:cc:dd:ee:ff", Some("1"), Some(("aa:bb:cc:dd:ee:ff", None))),
             ("00:00:00:00:00:00", Some("1"), None),
             ("aa:bb:cc:dd:ee", None, None),
             ("aa:bb:cc:dd:ee:fg", None, None),
-            (ib, Some("32"), Some((
-                "00:02:c9:0a:bc:de",
-                Some("ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:0a:bc:de"),
-            ))),
+            (
+                ib,
+                Some("32"),
+                Some((
+                    "00:02:c9:0a:bc:de",
+                    Some("ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:0a:bc:de"),
+                )),
+            ),
             (ib, Some("1"), None),
         ];
         for (addr, ty, want) in cases {

@@ -44,8 +44,7 @@ pub fn structures(table: &[u8]) -> Result<Vec<Structure<'_>>, SmbiosError> {
         if length < 4 {
             return Err(SmbiosError::ShortHeader { offset, length });
         }
-        let formatted =
-            rest.get(..usize::from(length)).ok_or(SmbiosError::Truncated { offset })?;
+        let formatted = rest.get(..usize::from(length)).ok_or(SmbiosError::Truncated { offset })?;
         // The string set follows the formatted area and ends with two NULs (a structure
         // without strings is followed by exactly those two).
         let strings = &rest[usize::from(length)..];
