@@ -9,6 +9,8 @@ pub mod cmdline;
 pub mod commands;
 pub mod config;
 pub mod executor;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 pub mod host;
 pub mod inventory;
 pub mod ironic;
