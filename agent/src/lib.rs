@@ -16,5 +16,6 @@ pub mod inventory;
 pub mod ironic;
 pub mod logbuf;
 pub mod power;
+pub mod run;
 pub mod session;
 pub mod tls;

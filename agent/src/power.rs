@@ -177,6 +177,39 @@ fn interface_down(name: &str) -> io::Result<()> {
     result
 }
 
+/// Exit status of a simulated machine that was asked to reboot (power-off exits with 0),
+/// so whatever plays its BMC can tell the two apart.
+pub const PROCESS_REBOOT_EXIT_CODE: i32 = 10;
+
+/// Power control for a simulated machine: an agent run against a fake host tree stands
+/// for a whole server, so powering "it" off or rebooting ends this process — never the
+/// machine the process runs on. Lockdown has no real interfaces to take down; the API
+/// server still stops, which is what the conductor observes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessPower;
+
+impl PowerControl for ProcessPower {
+    fn sync_disks(&self) {
+        // SAFETY: sync(2) has no preconditions; flushing is harmless on any machine.
+        unsafe { libc::sync() };
+    }
+
+    fn reboot(&self) -> Result<(), PowerError> {
+        tracing::warn!(code = PROCESS_REBOOT_EXIT_CODE, "simulated reboot: exiting");
+        std::process::exit(PROCESS_REBOOT_EXIT_CODE)
+    }
+
+    fn power_off(&self) -> Result<(), PowerError> {
+        tracing::warn!("simulated power off: exiting");
+        std::process::exit(0)
+    }
+
+    fn lockdown(&self) -> Result<(), PowerError> {
+        tracing::warn!("simulated lockdown: the host tree has no interfaces to take down");
+        Ok(())
+    }
+}
+
 /// Records every action instead of performing it. Actions can be made to fail.
 #[derive(Debug)]
 pub struct FakePower {
