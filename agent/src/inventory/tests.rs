@@ -218,7 +218,10 @@ fn for_host_without_ipmi_device_reports_no_bmc() {
 fn builders_compose() {
     let builder = fixtures::bios_vm()
         .add_disk(DiskSpec::virtio("vdb", "0000:00:06.0", 4 << 30).serial("data-1").backing_file())
-        .add_disk(DiskSpec::usb("sda", "0000:00:14.0", 8 << 30).model("Flash").vendor("Generic"));
+        .add_disk(DiskSpec::usb("sda", "0000:00:14.0", 8 << 30).model("Flash").vendor("Generic"))
+        // A hidden NVMe multipath node: present in /sys/block, never reported.
+        .add_disk(DiskSpec::nvme("nvme0c0n1", "0000:00:07.0", 1 << 30))
+        .file("/sys/block/nvme0c0n1/hidden", "1\n");
     let dir = tempfile::tempdir().unwrap();
     let built = builder.build(dir.path()).unwrap();
     let inv = collect(&built.sources()).unwrap();
