@@ -313,3 +313,20 @@ fn missing_cpuinfo_is_a_read_error() {
     let err = collect(&built.sources()).unwrap_err();
     assert!(matches!(&err, InventoryError::Read { path, .. } if path == "/proc/cpuinfo"), "{err}");
 }
+
+#[test]
+fn character_device_without_ipmi_driver_reports_placeholders() {
+    // /dev/null is a character device that rejects every ioctl: the real transport is
+    // opened, each request fails, and the BMC counts as present but unconfigured.
+    let dir = tempfile::tempdir().unwrap();
+    let built = fixtures::bios_vm().build(dir.path()).unwrap();
+    fs::create_dir_all(built.host.path("/dev")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", built.host.path("/dev/ipmi0")).unwrap();
+    let sources = InventorySources::for_host(built.host.clone(), Some("52:54:00:12:34:56".into()));
+    assert!(sources.ipmi.is_some());
+    let inv = collect(&sources).unwrap();
+    assert_eq!(inv.bmc_address.as_deref(), Some("0.0.0.0"));
+    assert_eq!(inv.bmc_v6address.as_deref(), Some("::/0"));
+    assert_eq!(inv.bmc_mac, None);
+    assert_eq!(inv.boot.pxe_interface.as_deref(), Some("52:54:00:12:34:56"));
+}
