@@ -16,7 +16,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -134,8 +134,29 @@ fn ipv6(t: &dyn IpmiTransport, channel: u8) -> Option<Ipv6Addr> {
     })
 }
 
+/// Stops asking once the BMC has failed to answer at all: a BMC that times out on one
+/// channel times out on all of them, and each timeout costs seconds of boot time.
+struct GiveUpOnTimeout<'a> {
+    inner: &'a dyn IpmiTransport,
+    dead: AtomicBool,
+}
+
+impl IpmiTransport for GiveUpOnTimeout<'_> {
+    fn request(&self, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>, IpmiError> {
+        if self.dead.load(Ordering::Relaxed) {
+            return Err(IpmiError::Timeout(Duration::ZERO));
+        }
+        let r = self.inner.request(netfn, cmd, data);
+        if let Err(IpmiError::Timeout(_)) = &r {
+            self.dead.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
 /// Asks the BMC for its addresses.
 pub fn query(t: &dyn IpmiTransport) -> BmcInfo {
+    let t = &GiveUpOnTimeout { inner: t, dead: AtomicBool::new(false) };
     let v4 = LAN_CHANNELS.clone().find_map(|ch| ipv4(t, ch).map(|a| (ch, a)));
     let v6 = LAN_CHANNELS.clone().find_map(|ch| ipv6(t, ch));
     BmcInfo {
@@ -347,10 +368,12 @@ mod tests {
         assert!(LinuxIpmi::open(&host).unwrap().is_none());
     }
 
-    /// A BMC that fails every exchange: present, but nothing learned.
-    struct Broken;
+    /// A BMC that never answers, counting how often it was asked.
+    #[derive(Default)]
+    struct Broken(std::sync::atomic::AtomicUsize);
     impl IpmiTransport for Broken {
         fn request(&self, _: u8, _: u8, _: &[u8]) -> Result<Vec<u8>, IpmiError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
             Err(IpmiError::Timeout(Duration::from_secs(1)))
         }
     }
@@ -365,11 +388,13 @@ mod tests {
 
     #[test]
     fn unusable_bmc_reports_placeholders_without_mac() {
-        for t in [&Broken as &dyn IpmiTransport, &Short] {
+        let broken = Broken::default();
+        for t in [&broken as &dyn IpmiTransport, &Short] {
             let info = query(t);
             assert_eq!(info.address.as_deref(), Some("0.0.0.0"));
             assert_eq!(info.v6address.as_deref(), Some("::/0"));
             assert_eq!(info.mac, None);
         }
+        assert_eq!(broken.0.load(Ordering::Relaxed), 1, "a silent BMC is asked only once");
     }
 }

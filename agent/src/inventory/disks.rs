@@ -98,6 +98,10 @@ fn parse_u32(s: Option<String>) -> Option<u32> {
 
 fn disk(host: &HostRoot, name: &str, by_path: &BTreeMap<String, String>) -> Option<BlockDevice> {
     let dir = format!("{SYS_BLOCK}/{name}");
+    // Per-path NVMe multipath nodes (`nvme0c0n1`) are hidden; lsblk skips them too.
+    if attr(host, &format!("{dir}/hidden")).as_deref() == Some("1") {
+        return None;
+    }
     // A device whose size is unreadable is not something we can report (or deploy to).
     let sectors: u64 = attr(host, &format!("{dir}/size"))?.parse().ok()?;
     let udev = attr(host, &format!("{dir}/dev"))

@@ -218,7 +218,10 @@ fn for_host_without_ipmi_device_reports_no_bmc() {
 fn builders_compose() {
     let builder = fixtures::bios_vm()
         .add_disk(DiskSpec::virtio("vdb", "0000:00:06.0", 4 << 30).serial("data-1").backing_file())
-        .add_disk(DiskSpec::usb("sda", "0000:00:14.0", 8 << 30).model("Flash").vendor("Generic"));
+        .add_disk(DiskSpec::usb("sda", "0000:00:14.0", 8 << 30).model("Flash").vendor("Generic"))
+        // A hidden NVMe multipath node: present in /sys/block, never reported.
+        .add_disk(DiskSpec::nvme("nvme0c0n1", "0000:00:07.0", 1 << 30))
+        .file("/sys/block/nvme0c0n1/hidden", "1\n");
     let dir = tempfile::tempdir().unwrap();
     let built = builder.build(dir.path()).unwrap();
     let inv = collect(&built.sources()).unwrap();
@@ -309,4 +312,21 @@ fn missing_cpuinfo_is_a_read_error() {
     fs::remove_file(built.host.path("/proc/cpuinfo")).unwrap();
     let err = collect(&built.sources()).unwrap_err();
     assert!(matches!(&err, InventoryError::Read { path, .. } if path == "/proc/cpuinfo"), "{err}");
+}
+
+#[test]
+fn character_device_without_ipmi_driver_reports_placeholders() {
+    // /dev/null is a character device that rejects every ioctl: the real transport is
+    // opened, each request fails, and the BMC counts as present but unconfigured.
+    let dir = tempfile::tempdir().unwrap();
+    let built = fixtures::bios_vm().build(dir.path()).unwrap();
+    fs::create_dir_all(built.host.path("/dev")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", built.host.path("/dev/ipmi0")).unwrap();
+    let sources = InventorySources::for_host(built.host.clone(), Some("52:54:00:12:34:56".into()));
+    assert!(sources.ipmi.is_some());
+    let inv = collect(&sources).unwrap();
+    assert_eq!(inv.bmc_address.as_deref(), Some("0.0.0.0"));
+    assert_eq!(inv.bmc_v6address.as_deref(), Some("::/0"));
+    assert_eq!(inv.bmc_mac, None);
+    assert_eq!(inv.boot.pxe_interface.as_deref(), Some("52:54:00:12:34:56"));
 }
