@@ -80,7 +80,7 @@ async fn start(
     let logs = Arc::new(LogBuffer::new(64 * 1024));
     let (app, handle) = build(ApiDeps {
         session: session.clone(),
-        inventory: InventorySources { host: host.clone(), bootif: None },
+        inventory: InventorySources::new(host.clone(), None),
         power: power.clone(),
         logs: logs.clone(),
         version: "0.1.0".into(),
@@ -591,9 +591,7 @@ async fn get_hardware_info_returns_the_inventory() {
     let result = r.result();
     assert_eq!(result.command_name, "get_hardware_info");
     assert_eq!(result.command_status, CommandStatus::Succeeded);
-    let expected =
-        crate::inventory::collect(&InventorySources { host: a.host.clone(), bootif: None })
-            .unwrap();
+    let expected = crate::inventory::collect(&InventorySources::new(a.host.clone(), None)).unwrap();
     assert_eq!(result.command_result, Some(serde_json::to_value(expected).unwrap()));
 }
 
