@@ -53,7 +53,8 @@ fn client(trusted: Option<rustls::pki_types::CertificateDer<'static>>) -> reqwes
 
 fn fake_host() -> (tempfile::TempDir, HostRoot) {
     let dir = tempfile::tempdir().unwrap();
-    let host = HostRoot::new(dir.path());
+    // A complete generated host (cpuinfo, sysfs, …), then the files these tests read.
+    let host = crate::fixtures::bios_vm().build(dir.path()).unwrap().host;
     std::fs::create_dir_all(host.path("/proc")).unwrap();
     std::fs::create_dir_all(host.path("/dev")).unwrap();
     std::fs::write(host.path("/proc/cmdline"), "BOOTIF=01-52-54-00-12-34-56 ipa-debug=1\n")
@@ -626,8 +627,9 @@ async fn collect_system_logs_returns_a_gzipped_tar() {
     let names: Vec<&str> = files.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["cmdline", "dmesg", "ferric-agent.log", "inventory.json", "meminfo", "mounts"]
+        ["cmdline", "cpuinfo", "dmesg", "ferric-agent.log", "inventory.json", "meminfo", "mounts"]
     );
+    assert!(files["cpuinfo"].contains("processor"));
     assert!(files["ferric-agent.log"].contains("lookup succeeded node=abc"));
     assert_eq!(
         files["dmesg"],
