@@ -170,7 +170,12 @@ impl Drop for FakeConductor {
 impl FakeConductor {
     /// Starts serving on `127.0.0.1` at a free port. Needs a Tokio runtime.
     pub async fn start(config: FakeConductorConfig) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts serving on `addr` (port 0 picks a free one). Needs a Tokio runtime.
+    pub async fn start_at(config: FakeConductorConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let node = NodeState {
             token: config.pregenerated_token.clone(),

@@ -1,1 +1,2 @@
+pub mod agent_process;
 pub mod fake_conductor;

@@ -1,0 +1,153 @@
+//! `ferric-lab`: try the agent by hand.
+//!
+//! - `ferric-lab fixture bios-vm|dual-socket DIR` writes a fake host tree into DIR.
+//! - `ferric-lab conductor [--port N] [--max-version 1.NN]` runs the fake conductor in
+//!   the foreground on 127.0.0.1, knowing the NICs of both fixtures, and logs each
+//!   lookup and heartbeat until Ctrl-C.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ferric_agent::fixtures::{self, HostBuilder};
+use ferric_shared::api_version::ApiVersion;
+use ferric_tests::fake_conductor::{
+    FakeConductor, FakeConductorConfig, LookupStep, RecordedRequest, TokenReply,
+};
+
+const USAGE: &str = "usage:
+  ferric-lab fixture bios-vm|dual-socket DIR
+  ferric-lab conductor [--port N] [--max-version 1.NN]";
+
+fn fixture(name: &str) -> anyhow::Result<HostBuilder> {
+    match name {
+        "bios-vm" => Ok(fixtures::bios_vm()),
+        "dual-socket" => Ok(fixtures::dual_socket_server()),
+        other => bail!("unknown fixture {other:?}: bios-vm or dual-socket"),
+    }
+}
+
+fn write_fixture(name: &str, dir: PathBuf) -> anyhow::Result<()> {
+    let host = fixture(name)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if std::fs::read_dir(&dir)?.next().is_some() {
+        bail!("{} is not empty", dir.display());
+    }
+    host.build(&dir).with_context(|| format!("writing the tree into {}", dir.display()))?;
+    let macs: Vec<&str> = host.nics.iter().map(|n| n.mac.as_str()).collect();
+    println!("wrote {name} into {} (NIC MACs: {})", dir.display(), macs.join(", "));
+    Ok(())
+}
+
+/// 43 URL-safe characters, like the tokens Ironic issues.
+fn lab_token() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let state = RandomState::new();
+    (0..43u32).map(|i| char::from(ALPHABET[(state.hash_one(i) % 64) as usize])).collect()
+}
+
+fn describe(r: &RecordedRequest) -> String {
+    match r.path.as_str() {
+        "/v1/lookup" => format!(
+            "lookup addresses={} node_uuid={} -> {}",
+            r.query_param("addresses").unwrap_or("-"),
+            r.query_param("node_uuid").unwrap_or("-"),
+            r.status
+        ),
+        "/" => format!("GET / -> {}", r.status),
+        path => {
+            let body = r.body.as_ref();
+            let field = |name: &str| {
+                body.and_then(|b| b.get(name)).and_then(|v| v.as_str()).unwrap_or("-").to_owned()
+            };
+            let tls = body.and_then(|b| b.get("agent_verify_ca")).is_some();
+            format!(
+                "{} {path} callback_url={} agent_version={} agent_verify_ca={} -> {}",
+                r.method,
+                field("callback_url"),
+                field("agent_version"),
+                if tls { "present" } else { "absent" },
+                r.status
+            )
+        }
+    }
+}
+
+async fn conductor(port: u16, max_version: ApiVersion) -> anyhow::Result<()> {
+    let mut macs = Vec::new();
+    for (name, host) in
+        [("bios-vm", fixtures::bios_vm()), ("dual-socket", fixtures::dual_socket_server())]
+    {
+        macs.extend(host.nics.iter().map(|n| (name, n.mac.clone())));
+    }
+    let config = FakeConductorConfig {
+        macs: macs.iter().map(|(_, m)| m.clone()).collect(),
+        max_version,
+        ..Default::default()
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let began = Instant::now();
+    let fake = FakeConductor::start_at(config, addr).await.context("starting the conductor")?;
+    let token = lab_token();
+    // Revealed on every lookup (Ironic reveals it once), so the agent can be restarted.
+    fake.script_lookups(std::iter::repeat_n(
+        LookupStep::Found(TokenReply::Literal(token.clone())),
+        100_000,
+    ));
+
+    println!("fake conductor at {} (API up to {max_version})", fake.url());
+    println!("node {}", fake.node_uuid());
+    for (name, mac) in &macs {
+        println!("  port {mac} ({name})");
+    }
+    println!("agent token issued at lookup: {token}");
+    println!(
+        "try: ferric-agent --ipa-api-url {} --host-root DIR --ipa-listen-host 127.0.0.1 \
+         --ipa-listen-port 9999 --ipa-advertise-host 127.0.0.1",
+        fake.url().as_str().trim_end_matches('/')
+    );
+    let mut shown = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {}
+        }
+        let requests = fake.requests();
+        for r in requests.iter().skip(shown) {
+            let at = r.at.saturating_duration_since(began).as_secs_f64();
+            println!("[{at:9.3}s] {}", describe(r));
+        }
+        shown = requests.len();
+    }
+    println!("stopped");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["fixture", name, dir] => write_fixture(name, PathBuf::from(dir)),
+        ["conductor", rest @ ..] => {
+            let mut port = 0u16;
+            let mut max_version = FakeConductorConfig::default().max_version;
+            let mut it = rest.iter();
+            while let Some(flag) = it.next() {
+                let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+                match *flag {
+                    "--port" => port = value.parse().with_context(|| format!("--port {value}"))?,
+                    "--max-version" => {
+                        max_version = value.parse().map_err(|e| anyhow::anyhow!("{e}"))?
+                    }
+                    other => bail!("unknown flag {other:?}\n{USAGE}"),
+                }
+            }
+            conductor(port, max_version).await
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
