@@ -56,8 +56,7 @@ pub async fn run(config: AgentConfig, logs: Arc<LogBuffer>) -> Result<(), RunErr
 
     let client_tls = tls::client_config(config.ca_file.as_deref(), config.insecure)?;
     let client = Arc::new(ConductorClient::new(&config, client_tls)?);
-    let version = client.api_version().await;
-    tracing::info!(%version, "conductor API version");
+    let version = settle_api_version(&client, &config).await;
 
     let advertise_ip = advertise::advertise_address(
         &config,
@@ -75,9 +74,7 @@ pub async fn run(config: AgentConfig, logs: Arc<LogBuffer>) -> Result<(), RunErr
     let callback_url =
         advertise::callback_url(certificate.is_some(), advertise_ip, config.advertise_port);
 
-    let addr = SocketAddr::new(config.listen_host, config.listen_port);
-    let listener =
-        TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })?;
+    let (listener, addr) = bind(config.listen_host, config.listen_port).await?;
     tracing::info!(%addr, %callback_url, tls = certificate.is_some(), "command API listening");
 
     let power: Arc<dyn PowerControl> = if host.is_real_root() {
@@ -99,8 +96,11 @@ pub async fn run(config: AgentConfig, logs: Arc<LogBuffer>) -> Result<(), RunErr
     let query = LookupQuery { addresses: inventory::lookup_macs(&host), node_uuid: None };
     tracing::info!(addresses = ?query.addresses, "looking up the node");
     let backoff = LookupBackoff::from_config(&config);
+    let stopped = handle.stopped();
     let outcome = tokio::select! {
         found = lookup::lookup_node(&client, &session, &query, &backoff) => found,
+        // `system.lockdown` can arrive during lookup when the token was pre-shared.
+        () = stopped => return finish(server, &handle).await,
         () = shutdown_signal() => {
             handle.stop();
             return finish(server, &handle).await;
@@ -109,9 +109,14 @@ pub async fn run(config: AgentConfig, logs: Arc<LogBuffer>) -> Result<(), RunErr
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
-            // Without a node (or with a token we may never hold) nobody may drive this
-            // agent: close the API before reporting the failure.
-            handle.begin_lockdown();
+            if matches!(e, LookupError::TokenWithheld { .. }) {
+                // Someone else holds this node's token: nobody may ever drive this agent,
+                // so close the API and take the network down, as ironic-python-agent does.
+                handle.begin_lockdown();
+            } else {
+                // Not found in time: exit so the service restarts and looks up afresh.
+                handle.stop();
+            }
             let _ = finish(server, &handle).await;
             return Err(e.into());
         }
@@ -156,6 +161,53 @@ async fn finish(
         }
     }
     served
+}
+
+/// The API version to build on. The TLS decision depends on it and cannot be revisited
+/// once the callback URL is advertised, so a detection that fails because the conductor
+/// is not reachable yet is retried (with the lookup's backoff, within its time budget)
+/// before falling back to the oldest version the agent supports.
+async fn settle_api_version(client: &ConductorClient, config: &AgentConfig) -> ApiVersion {
+    if let Some(v) = config.ironic_api_version {
+        return v;
+    }
+    let backoff = LookupBackoff::from_config(config);
+    let start = tokio::time::Instant::now();
+    let mut attempt = 1;
+    loop {
+        if let Some(v) = client.detected_api_version().await {
+            return v;
+        }
+        let wait = backoff.wait_after(attempt);
+        if start.elapsed() + wait >= config.lookup_timeout {
+            let v = client.api_version().await;
+            tracing::warn!(version = %v, "conductor API version not detected; using the fallback");
+            return v;
+        }
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+/// Binds the command API. The default wildcard `::` needs IPv6; on a kernel booted
+/// without it, fall back to `0.0.0.0` as ironic-python-agent's wildcard choice does.
+async fn bind(host: IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), RunError> {
+    let addr = SocketAddr::new(host, port);
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok((l, addr)),
+        Err(e)
+            if host == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            let v4 = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+            tracing::warn!(%addr, fallback = %v4, "IPv6 unavailable; listening on IPv4 only");
+            let l = TcpListener::bind(v4)
+                .await
+                .map_err(|source| RunError::Listen { addr: v4, source })?;
+            Ok((l, v4))
+        }
+        Err(source) => Err(RunError::Listen { addr, source }),
+    }
 }
 
 /// SIGTERM or SIGINT.

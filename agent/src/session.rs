@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 /// Shared across the API server, the command executor and the heartbeat task.
-#[derive(Debug)]
+/// `Debug` never shows the token.
 pub struct Session {
     token: RwLock<Option<String>>,
     node: RwLock<Option<serde_json::Value>>,
@@ -16,6 +16,16 @@ pub struct Session {
     /// Notified when an asynchronous command finishes, so the heartbeat task can tell
     /// the conductor promptly (a "forced" heartbeat).
     pub command_finished: Notify,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.token.read().unwrap_or_else(|e| e.into_inner()).is_some();
+        f.debug_struct("Session")
+            .field("token", &if held { "******" } else { "<none>" })
+            .field("started_at", &self.started_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -86,5 +96,6 @@ mod tests {
         assert!(!s.token_matches(Some(&format!("{}b", "a".repeat(42)))));
         assert!(!s.token_matches(None));
         assert!(s.started_at > 1.0e9);
+        assert!(!format!("{s:?}").contains("aaaa"));
     }
 }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::api_version::ApiVersion;
 
 /// The heartbeat body. Absent fields are omitted from the JSON, never sent as `null`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` masks the agent token.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// `http(s)://<ip>:<port>` where the agent's API listens (no path).
@@ -25,6 +26,19 @@ pub struct HeartbeatRequest {
     pub agent_status: Option<AgentStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_status_message: Option<String>,
+}
+
+impl std::fmt::Debug for HeartbeatRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeartbeatRequest")
+            .field("callback_url", &self.callback_url)
+            .field("agent_token", &self.agent_token.as_ref().map(|_| crate::lookup::MASKED_TOKEN))
+            .field("agent_version", &self.agent_version)
+            .field("agent_verify_ca", &self.agent_verify_ca.as_ref().map(|_| "<PEM>"))
+            .field("agent_status", &self.agent_status)
+            .field("agent_status_message", &self.agent_status_message)
+            .finish()
+    }
 }
 
 /// `agent_status`: the only values Ironic accepts.
@@ -221,5 +235,22 @@ mod tests {
         ] {
             assert!(serde_json::from_value::<HeartbeatRequest>(bad.clone()).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_the_token() {
+        let body = HeartbeatRequest {
+            callback_url: "https://10.0.0.5:9999".into(),
+            agent_token: Some("t0ken-t0ken-t0ken-t0ken-t0ken-t0ken".into()),
+            ..HeartbeatRequest::default()
+        };
+        let text = format!("{body:?}");
+        assert!(!text.contains("t0ken"), "{text}");
+        assert!(text.contains("******"), "{text}");
     }
 }

@@ -47,7 +47,8 @@ pub struct LookupNode {
 }
 
 /// `config` of a lookup reply: the conductor's overrides of agent options.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `Debug` masks the agent token.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LookupConfig {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "seconds_opt")]
     pub heartbeat_timeout: Option<u64>,
@@ -83,6 +84,19 @@ pub struct LookupConfig {
     /// Keys newer than this crate, passed through.
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+impl std::fmt::Debug for LookupConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut masked = self.clone();
+        if masked.agent_token.is_some() {
+            masked.agent_token = Some(MASKED_TOKEN.to_owned());
+        }
+        match serde_json::to_string(&masked) {
+            Ok(json) => write!(f, "LookupConfig({json})"),
+            Err(_) => f.write_str("LookupConfig(<unprintable>)"),
+        }
+    }
 }
 
 impl LookupConfig {
@@ -321,5 +335,22 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(TokenOffer::classify(input), expected, "{input:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_the_token() {
+        let config = LookupConfig {
+            agent_token: Some("t0ken-t0ken-t0ken-t0ken-t0ken-t0ken".into()),
+            heartbeat_timeout: Some(300),
+            ..LookupConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("t0ken"), "{text}");
+        assert!(text.contains("******") && text.contains("300"), "{text}");
     }
 }

@@ -77,8 +77,36 @@ pub fn collect(
         entries.push(("collection-errors".to_owned(), text.into_bytes()));
     }
 
+    // A pre-shared token rides on the kernel command line, which also appears in the
+    // kernel log; collected logs are stored by the conductor, so it must not leak there.
+    for (_, data) in &mut entries {
+        redact_agent_token(data);
+    }
     let archive = build_archive(&entries).map_err(SystemLogsError::Archive)?;
     Ok(base64::engine::general_purpose::STANDARD.encode(archive))
+}
+
+/// Replaces the value of every `ipa-agent-token=` parameter with `******`.
+fn redact_agent_token(data: &mut Vec<u8>) {
+    const KEY: &[u8] = b"ipa-agent-token=";
+    let mut out = Vec::with_capacity(data.len());
+    let mut rest: &[u8] = data;
+    let mut changed = false;
+    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        let value_start = at + KEY.len();
+        let value_len = rest[value_start..]
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(rest.len() - value_start);
+        out.extend_from_slice(&rest[..value_start]);
+        out.extend_from_slice(b"******");
+        rest = &rest[value_start + value_len..];
+        changed = true;
+    }
+    if changed {
+        out.extend_from_slice(rest);
+        *data = out;
+    }
 }
 
 fn build_archive(entries: &[(String, Vec<u8>)]) -> io::Result<Vec<u8>> {
@@ -165,6 +193,27 @@ fn parse_record(line: &str) -> Option<(u64, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_tokens_are_redacted() {
+        let cases: [(&str, &str); 4] = [
+            (
+                "BOOTIF=aa ipa-agent-token=s3cr3t ipa-debug=1\n",
+                "BOOTIF=aa ipa-agent-token=****** ipa-debug=1\n",
+            ),
+            ("ipa-agent-token=s3cr3t", "ipa-agent-token=******"),
+            (
+                "a ipa-agent-token=x\nb ipa-agent-token=y\n",
+                "a ipa-agent-token=******\nb ipa-agent-token=******\n",
+            ),
+            ("no token here\n", "no token here\n"),
+        ];
+        for (input, expected) in cases {
+            let mut data = input.as_bytes().to_vec();
+            redact_agent_token(&mut data);
+            assert_eq!(String::from_utf8(data).unwrap(), expected, "{input:?}");
+        }
+    }
 
     #[test]
     fn kmsg_records_become_dmesg_lines() {

@@ -59,6 +59,8 @@ pub enum ConductorRequestError {
     NotABaseUrl { url: String },
     #[error("no conductor API URL is configured")]
     NoApiUrl,
+    #[error("reply from {url} is larger than {limit} bytes")]
+    ReplyTooLarge { url: String, limit: usize },
 }
 
 /// An HTTP reply, whatever its status.
@@ -124,24 +126,26 @@ impl ConductorClient {
     /// oldest Ironic the agent supports); only a successful detection is cached, so a
     /// conductor that was not up yet is asked again next time.
     pub async fn api_version(&self) -> ApiVersion {
-        if let Some(v) = self.configured_version {
-            return v;
-        }
-        if let Some(v) = self.detected_version.get() {
-            return *v;
+        self.detected_api_version().await.unwrap_or(ApiVersion::AGENT_FLOOR)
+    }
+
+    /// The configured or detected version, or `None` when detection failed this time
+    /// (nothing is cached then, so a later call asks again).
+    pub async fn detected_api_version(&self) -> Option<ApiVersion> {
+        if let Some(v) = self.configured_version.or_else(|| self.detected_version.get().copied()) {
+            return Some(v);
         }
         match self.detect_version().await {
             Ok(v) => {
                 tracing::info!(version = %v, "detected conductor API version");
-                *self.detected_version.get_or_init(|| async { v }).await
+                Some(*self.detected_version.get_or_init(|| async { v }).await)
             }
             Err(e) => {
                 tracing::warn!(
                     error = &e as &dyn std::error::Error,
-                    fallback = %ApiVersion::AGENT_FLOOR,
-                    "could not detect the conductor API version"
+                    "could not detect the conductor API version yet"
                 );
-                ApiVersion::AGENT_FLOOR
+                None
             }
         }
     }
@@ -196,14 +200,7 @@ impl ConductorClient {
                     }
                     let status = resp.status();
                     let url = resp.url().clone();
-                    let body = resp
-                        .bytes()
-                        .await
-                        .map_err(|source| ConductorRequestError::Transport {
-                            url: url.to_string(),
-                            source,
-                        })?
-                        .to_vec();
+                    let body = read_limited(resp, &url).await?;
                     return Ok(ConductorReply { status, body, url });
                 }
                 Err(source) if source.is_connect() => {
@@ -306,9 +303,66 @@ fn truncate(s: &str) -> String {
     }
 }
 
+/// Conductor replies are small JSON documents; a bigger one is a misbehaving server or
+/// proxy, and must not exhaust the ramdisk's memory.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+async fn read_limited(
+    mut resp: reqwest::Response,
+    url: &Url,
+) -> Result<Vec<u8>, ConductorRequestError> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|source| ConductorRequestError::Transport { url: url.to_string(), source })?;
+        let Some(chunk) = chunk else { return Ok(body) };
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(ConductorRequestError::ReplyTooLarge {
+                url: url.to_string(),
+                limit: MAX_REPLY_BYTES,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn oversized_replies_are_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let len = MAX_REPLY_BYTES + 1;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+            sock.write_all(head.as_bytes()).await.unwrap();
+            let block = vec![b' '; 64 * 1024];
+            let mut sent = 0;
+            while sent < len {
+                let n = block.len().min(len - sent);
+                if sock.write_all(&block[..n]).await.is_err() {
+                    return; // the client gave up, as it should
+                }
+                sent += n;
+            }
+        });
+        let config = AgentConfig {
+            api_urls: vec![format!("http://{addr}").parse().unwrap()],
+            ironic_api_version: Some(ApiVersion::new(1, 68)),
+            ..AgentConfig::default()
+        };
+        let client = ConductorClient::new(&config, None).unwrap();
+        let err = client.request::<()>(Method::GET, &["v1"], &[], None, None).await.unwrap_err();
+        assert!(matches!(err, ConductorRequestError::ReplyTooLarge { .. }), "{err:?}");
+    }
 
     #[test]
     fn error_messages_in_every_shape() {
