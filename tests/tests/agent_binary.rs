@@ -48,8 +48,15 @@ impl Rig {
         let conductor = FakeConductor::start(config).await.unwrap();
         let mut args = AgentArgs::new(conductor.url().as_str(), tree.path());
         args.extra = extra.iter().map(|s| s.to_string()).collect();
-        let agent = AgentProcess::spawn(&binary, &args).unwrap();
-        Rig { conductor, agent, tree }
+        // The agent's port was free when picked but may be taken before the agent binds
+        // it; then the agent stops before looking up, and a fresh port is tried.
+        for _ in 0..3 {
+            let mut agent = AgentProcess::spawn(&binary, &args).unwrap();
+            if listening(&conductor, &mut agent).await {
+                return Rig { conductor, agent, tree };
+            }
+        }
+        panic!("the agent could not listen on any of three ports");
     }
 
     async fn first_heartbeat(&self) -> RecordedRequest {
@@ -62,6 +69,22 @@ impl Rig {
     fn token(&self) -> String {
         self.conductor.token().expect("the conductor holds a token")
     }
+}
+
+/// Waits until the agent looks itself up, which it does only once its API listens.
+/// `false` when it stopped because its port was taken.
+async fn listening(conductor: &FakeConductor, agent: &mut AgentProcess) -> bool {
+    let deadline = Instant::now() + START;
+    while conductor.lookups().is_empty() {
+        if let Ok(Some(status)) = agent.try_exit() {
+            let log = agent.log();
+            assert!(log.contains("listening on"), "the agent exited ({status}):\n{log}");
+            return false;
+        }
+        assert!(Instant::now() < deadline, "no lookup within {START:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 /// The fixture's only NIC, which the conductor's node has as its port.
@@ -77,26 +100,30 @@ fn ring() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn client_with_roots(roots: rustls::RootCertStore) -> reqwest::Client {
+fn builder_with_roots(roots: rustls::RootCertStore) -> reqwest::ClientBuilder {
     let tls = rustls::ClientConfig::builder_with_provider(ring())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(WAIT).build().unwrap()
+    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(WAIT)
 }
 
-/// A client that trusts exactly the certificate in `pem` and nothing else.
-fn pinned_client(pem: &str) -> reqwest::Client {
+/// A client builder that trusts exactly the certificate in `pem` and nothing else.
+fn pinned_builder(pem: &str) -> reqwest::ClientBuilder {
     let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(parsed.contents)).unwrap();
-    client_with_roots(roots)
+    builder_with_roots(roots)
+}
+
+fn pinned_client(pem: &str) -> reqwest::Client {
+    pinned_builder(pem).build().unwrap()
 }
 
 /// For plain HTTP: trusts nothing.
 fn plain_client() -> reqwest::Client {
-    client_with_roots(rustls::RootCertStore::empty())
+    builder_with_roots(rustls::RootCertStore::empty()).build().unwrap()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -269,8 +296,11 @@ async fn lookup_heartbeat_and_pinned_tls() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["version"], json!(AGENT_VERSION));
     assert!(body["started_at"].as_f64().is_some_and(|t| t > 1.6e9), "{body}");
-    // The same certificate does not vouch for a host name, only for the IP.
-    let by_name = api.http.get(format!("https://localhost:{port}/v1/status")).send().await;
+    // The same certificate does not vouch for a host name, only for the IP: the same
+    // socket reached under a name fails verification.
+    let agent_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let named = pinned_builder(&pem).resolve("agent.test", agent_addr).build().unwrap();
+    let by_name = named.get(format!("https://agent.test:{port}/v1/status")).send().await;
     let err = by_name.expect_err("a name not in the certificate must fail verification");
     let text = error_chain(&err);
     assert!(text.contains("not valid for name"), "{text}");

@@ -4,6 +4,7 @@
 //! while idle two seconds after that heartbeat.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -109,7 +110,17 @@ fn summary<T: Copy + Ord>(name: &str, values: &[T], show: impl Fn(T) -> String) 
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match measure().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent-startup: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn measure() -> anyhow::Result<()> {
     let options = parse_options()?;
     let agent = match options.agent {
         Some(path) => path,
