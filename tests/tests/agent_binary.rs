@@ -308,7 +308,7 @@ async fn lookup_heartbeat_and_pinned_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_api_over_tls_as_ironic_drives_it() {
-    let rig = Rig::start(conductor_config(), |_| {}, &[]).await;
+    let mut rig = Rig::start(conductor_config(), |_| {}, &[]).await;
     rig.first_heartbeat().await;
     let callback = rig.conductor.last_callback().unwrap();
     let api = AgentApi {
@@ -382,7 +382,7 @@ async fn command_api_over_tls_as_ironic_drives_it() {
     let (status, list) = api.list().await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list, json!({"commands": [first, second]}));
-    assert!(rig.agent.pid() > 0);
+    assert!(rig.agent.try_exit().unwrap().is_none(), "the agent should still run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
