@@ -1,0 +1,155 @@
+//! The only place that talks to BMCs.
+//!
+//! A [`Driver`] (registered by name in a [`DriverRegistry`], e.g. `fake-hardware`, later
+//! `ipmi` and `redfish`) validates a node's `driver_info` and connects to its BMC; a
+//! [`Bmc`] is one connected BMC. Errors stay typed ([`BmcError`]) because retry policy
+//! depends on them: an unreachable BMC is retried, failed authentication is not.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// The power state a BMC reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PowerState {
+    On,
+    Off,
+}
+
+/// What the conductor asks a BMC to do with power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PowerAction {
+    On,
+    Off,
+    /// Hard reset (or off + on where the BMC has no reset).
+    Reboot,
+    /// ACPI shutdown request; the OS powers off.
+    SoftOff,
+    /// ACPI shutdown request, then power on.
+    SoftReboot,
+}
+
+/// Boot devices, with Ironic's API names (`pxe`, `disk`, `cdrom`, `bios`, `safe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BootDevice {
+    Pxe,
+    Disk,
+    Cdrom,
+    Bios,
+    Safe,
+}
+
+impl BootDevice {
+    pub const ALL: [BootDevice; 5] =
+        [BootDevice::Pxe, BootDevice::Disk, BootDevice::Cdrom, BootDevice::Bios, BootDevice::Safe];
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Cdrom => "cdrom",
+            BootDevice::Bios => "bios",
+            BootDevice::Safe => "safe",
+        }
+    }
+
+    pub fn from_api(name: &str) -> Option<BootDevice> {
+        BootDevice::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+}
+
+/// The boot device a BMC reports. `persistent` is `None` when the BMC cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootDeviceSetting {
+    pub device: Option<BootDevice>,
+    pub persistent: Option<bool>,
+}
+
+/// Why a BMC operation failed. The variant decides the retry policy.
+#[derive(Debug, thiserror::Error)]
+pub enum BmcError {
+    /// No answer (network, BMC down): worth retrying.
+    #[error("BMC {address} is unreachable: {detail}")]
+    Unreachable { address: String, detail: String },
+    /// Credentials rejected: retrying will not help.
+    #[error("BMC {address} rejected the credentials")]
+    AuthFailed { address: String },
+    /// The BMC (or this driver) cannot do that.
+    #[error("not supported by this BMC: {what}")]
+    Unsupported { what: String },
+    /// The BMC accepted the request but the state did not change in time.
+    #[error("BMC {address} did not complete {operation} within {timeout:?}")]
+    Timeout { address: String, operation: String, timeout: Duration },
+    /// The BMC answered something the driver could not use.
+    #[error("BMC {address} answered unexpectedly: {detail}")]
+    Protocol { address: String, detail: String },
+}
+
+impl BmcError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BmcError::Unreachable { .. } | BmcError::Timeout { .. })
+    }
+}
+
+/// A node's `driver_info` is missing or has a bad value. The message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("driver_info: {0}")]
+pub struct DriverInfoError(pub String);
+
+/// One connected BMC.
+#[async_trait::async_trait]
+pub trait Bmc: Send + Sync + Debug {
+    async fn power_state(&self) -> Result<PowerState, BmcError>;
+    /// Performs `action`; for `SoftOff`/`SoftReboot`, `timeout` bounds the wait for the
+    /// OS to power off (drivers pick a default when `None`).
+    async fn set_power(
+        &self,
+        action: PowerAction,
+        timeout: Option<Duration>,
+    ) -> Result<(), BmcError>;
+    async fn boot_device(&self) -> Result<BootDeviceSetting, BmcError>;
+    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError>;
+}
+
+/// A hardware type: validates `driver_info` and connects to a node's BMC.
+pub trait Driver: Send + Sync + Debug {
+    /// The name nodes use in their `driver` field (e.g. `fake-hardware`).
+    fn name(&self) -> &'static str;
+    /// Checks `driver_info` without contacting the BMC.
+    fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), DriverInfoError>;
+    /// A handle to the node's BMC (connections may be made lazily).
+    fn connect(
+        &self,
+        node_uuid: &str,
+        driver_info: &Map<String, Value>,
+    ) -> Result<Arc<dyn Bmc>, DriverInfoError>;
+}
+
+/// The drivers this conductor offers, by name.
+#[derive(Debug, Clone, Default)]
+pub struct DriverRegistry {
+    drivers: BTreeMap<&'static str, Arc<dyn Driver>>,
+}
+
+impl DriverRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, driver: Arc<dyn Driver>) {
+        self.drivers.insert(driver.name(), driver);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Driver>> {
+        self.drivers.get(name).cloned()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.drivers.keys().copied()
+    }
+}
