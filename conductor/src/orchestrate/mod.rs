@@ -1,0 +1,4 @@
+//! Deploy, clean and inspect flows driven by heartbeats. Every step is idempotent and
+//! restartable: the node's state in the store says where a flow stands.
+
+pub mod plan;
