@@ -3,6 +3,7 @@
 
 pub mod bmc;
 pub mod orchestrate;
+pub mod periodic;
 
 /// The conductor's version, as reported by `ferric --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
