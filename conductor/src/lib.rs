@@ -2,6 +2,7 @@
 //! (`ferric conductor`) and the operator CLI (`ferric node …`, `ferric port …`).
 
 pub mod bmc;
+pub mod boot;
 pub mod images;
 
 /// The conductor's version, as reported by `ferric --version`.
