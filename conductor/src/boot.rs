@@ -6,6 +6,21 @@
 //! by `-`, which needs no escaping in a URL. The per-node route also accepts `:` as
 //! separator and upper case.
 //!
+//! A dnsmasq setup (addresses are examples; `ipxe.efi` and `undionly.kpxe` come from the
+//! iPXE project): firmware PXE gets iPXE over TFTP, iPXE itself gets the chain script.
+//!
+//! ```text
+//! enable-tftp
+//! tftp-root=/srv/tftp
+//! dhcp-range=10.0.0.100,10.0.0.200,12h
+//! dhcp-match=set:ipxe,175
+//! dhcp-match=set:efi64,option:client-arch,7
+//! dhcp-match=set:efi64,option:client-arch,9
+//! dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi
+//! dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe
+//! dhcp-boot=tag:ipxe,http://10.0.0.1:8080/boot.ipxe
+//! ```
+//!
 //! What a node's script does ([`plan`]):
 //! - **local boot** when the node is `active` or its boot device is `disk`: on BIOS,
 //!   `sanboot --no-describe --drive 0x80` (the first hard disk); on UEFI, or if that

@@ -227,13 +227,16 @@ async fn serve(
 ) -> Result<Response, ImageServeError> {
     let path = image_path(&dir, &name)?;
     let io_err = |source: io::Error| ImageServeError::Io { name: name.clone(), source };
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
+    // Checked before opening: opening a FIFO or device someone left there could block.
+    match tokio::fs::metadata(&path).await {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(ImageServeError::NotAFile(name)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(ImageServeError::NotFound(name))
         }
         Err(e) => return Err(io_err(e)),
-    };
+    }
+    let mut file = tokio::fs::File::open(&path).await.map_err(io_err)?;
     let meta = file.metadata().await.map_err(io_err)?;
     if !meta.is_file() {
         return Err(ImageServeError::NotAFile(name));

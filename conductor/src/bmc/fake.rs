@@ -198,6 +198,9 @@ struct NodeSim {
     state: FakeNodeState,
     /// Pending injected failures: each call of the op consumes one.
     faults: HashMap<Op, (FaultKind, u32)>,
+    /// Delays set by [`FakeDriver::set_power_delay`] / `set_soft_power_off_delay`.
+    power_delay: Option<Duration>,
+    soft_power_off_delay: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -217,9 +220,12 @@ impl Inner {
 
     fn with_node<R>(&self, node: &str, f: impl FnOnce(&mut NodeSim) -> R) -> R {
         let mut nodes = self.nodes();
-        let sim = nodes
-            .entry(node.to_owned())
-            .or_insert_with(|| NodeSim { state: FakeNodeState::new(), faults: HashMap::new() });
+        let sim = nodes.entry(node.to_owned()).or_insert_with(|| NodeSim {
+            state: FakeNodeState::new(),
+            faults: HashMap::new(),
+            power_delay: None,
+            soft_power_off_delay: None,
+        });
         f(sim)
     }
 }
@@ -271,6 +277,18 @@ impl FakeDriver {
                 sim.faults.insert(op, (kind, count));
             }
         });
+    }
+
+    /// Makes every power transition of `node` take `delay`, on current connections too.
+    /// `driver_info.fake_power_delay` still wins where set.
+    pub fn set_power_delay(&self, node: &str, delay: Duration) {
+        self.inner.with_node(node, |sim| sim.power_delay = Some(delay));
+    }
+
+    /// How long the simulated OS of `node` takes to shut down on a soft power off (without
+    /// a hook). `driver_info.fake_soft_power_off_delay` still wins where set.
+    pub fn set_soft_power_off_delay(&self, node: &str, delay: Duration) {
+        self.inner.with_node(node, |sim| sim.soft_power_off_delay = Some(delay));
     }
 
     /// Drops every pending injected failure of `node`.
@@ -446,11 +464,7 @@ impl Driver for FakeDriver {
         Ok(Arc::new(FakeBmc {
             node: node_uuid.to_owned(),
             address: format!("fake://{node_uuid}"),
-            power_delay: settings.power_delay.unwrap_or(self.inner.power_delay),
-            soft_power_off_delay: settings
-                .soft_power_off_delay
-                .unwrap_or(self.inner.soft_power_off_delay),
-            fail: settings.fail,
+            settings,
             inner: Arc::clone(&self.inner),
         }))
     }
@@ -460,9 +474,8 @@ impl Driver for FakeDriver {
 struct FakeBmc {
     node: String,
     address: String,
-    power_delay: Duration,
-    soft_power_off_delay: Duration,
-    fail: HashMap<Op, FaultKind>,
+    /// From `driver_info`; wins over the node's and the driver's delays.
+    settings: FakeSettings,
     inner: Arc<Inner>,
 }
 
@@ -470,9 +483,7 @@ impl fmt::Debug for FakeBmc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FakeBmc")
             .field("node", &self.node)
-            .field("power_delay", &self.power_delay)
-            .field("soft_power_off_delay", &self.soft_power_off_delay)
-            .field("fail", &self.fail)
+            .field("settings", &self.settings)
             .finish()
     }
 }
@@ -491,10 +502,20 @@ impl FakeBmc {
             }
             Some(kind)
         });
-        match injected.or_else(|| self.fail.get(&op).copied()) {
+        match injected.or_else(|| self.settings.fail.get(&op).copied()) {
             Some(kind) => Err(kind.error(&self.address, op, timeout)),
             None => Ok(()),
         }
+    }
+
+    fn power_delay(&self) -> Duration {
+        let node = self.inner.with_node(&self.node, |sim| sim.power_delay);
+        self.settings.power_delay.or(node).unwrap_or(self.inner.power_delay)
+    }
+
+    fn soft_power_off_delay(&self) -> Duration {
+        let node = self.inner.with_node(&self.node, |sim| sim.soft_power_off_delay);
+        self.settings.soft_power_off_delay.or(node).unwrap_or(self.inner.soft_power_off_delay)
     }
 
     fn power(&self) -> PowerState {
@@ -506,7 +527,7 @@ impl FakeBmc {
         if self.power() == target {
             return;
         }
-        tokio::time::sleep(self.power_delay).await;
+        tokio::time::sleep(self.power_delay()).await;
         let changed = self.inner.with_node(&self.node, |sim| {
             if sim.state.power == target {
                 return false;
@@ -531,10 +552,11 @@ impl FakeBmc {
         if self.power() == PowerState::Off {
             return Ok(());
         }
+        let os_delay = self.soft_power_off_delay();
         let went_down = match &self.inner.hook {
             Some(hook) => hook.shutdown_os(&self.node, timeout).await,
-            None if self.soft_power_off_delay <= timeout => {
-                tokio::time::sleep(self.soft_power_off_delay).await;
+            None if os_delay <= timeout => {
+                tokio::time::sleep(os_delay).await;
                 true
             }
             None => {

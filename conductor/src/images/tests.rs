@@ -16,6 +16,8 @@ fn image_dir() -> (tempfile::TempDir, PathBuf) {
     std::fs::write(dir.join("empty.img"), b"").unwrap();
     std::fs::write(dir.join(".hidden"), b"HIDDEN-CONTENT").unwrap();
     std::fs::create_dir(dir.join("sub")).unwrap();
+    let fifo = std::process::Command::new("mkfifo").arg(dir.join("pipe")).status();
+    assert!(fifo.is_ok_and(|s| s.success()), "mkfifo failed");
     (root, dir)
 }
 
@@ -247,6 +249,7 @@ async fn traversal_and_odd_names_are_refused() {
         ("/images/sub/x", StatusCode::NOT_FOUND),
         ("/images/missing.img", StatusCode::NOT_FOUND),
         ("/images/sub", StatusCode::NOT_FOUND),
+        ("/images/pipe", StatusCode::NOT_FOUND),
     ];
     for (uri, status) in cases {
         let reply = request(&dir, Method::GET, uri, &[]).await;

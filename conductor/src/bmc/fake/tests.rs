@@ -317,6 +317,31 @@ async fn power_delay_applies_to_each_transition() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn per_node_delays_set_from_tests_apply_to_live_connections() {
+    let driver = FakeDriver::new();
+    let bmc = connect(&driver, json!({}));
+    driver.set_power_delay(NODE, Duration::from_secs(4));
+    driver.set_soft_power_off_delay(NODE, Duration::from_secs(20));
+
+    let started = Instant::now();
+    bmc.set_power(PowerAction::On, None).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(4));
+    let started = Instant::now();
+    bmc.set_power(PowerAction::SoftOff, Some(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(24), "OS shutdown, then power off");
+
+    // Another node keeps the driver default (none); driver_info beats the node setting.
+    let other = driver.connect("other", &Map::new()).unwrap();
+    let started = Instant::now();
+    other.set_power(PowerAction::On, None).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    let configured = connect(&driver, json!({"fake_power_delay": 1}));
+    let started = Instant::now();
+    configured.set_power(PowerAction::On, None).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn power_state_during_a_slow_transition_is_the_old_state() {
     let driver = Arc::new(FakeDriver::builder().power_delay(Duration::from_secs(5)).build());
     let bmc = connect(&driver, json!({}));
