@@ -13,7 +13,7 @@
 //!   one range (to resume a download), and multipart bodies would buy nothing here. A
 //!   Range header that does not parse, or of another unit, is ignored (RFC 9110 §14.2).
 //!   `If-Range` with a different validator than the current one also gets the whole file.
-//! - Bodies are streamed from the file in 64 KiB chunks; memory does not grow with the
+//! - Bodies are streamed from the file in 256 KiB chunks; memory does not grow with the
 //!   file size. A file that shrinks while being sent ends the response with an error, so
 //!   the client sees a short body rather than wrong data.
 
@@ -34,7 +34,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
 /// Size of one body chunk read from the file.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 /// The longest accepted image name (the usual file-name limit).
 const MAX_NAME_LEN: usize = 255;
