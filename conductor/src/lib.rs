@@ -2,6 +2,8 @@
 //! (`ferric conductor`) and the operator CLI (`ferric node …`, `ferric port …`).
 
 pub mod bmc;
+pub mod boot;
+pub mod images;
 pub mod orchestrate;
 pub mod periodic;
 
