@@ -406,10 +406,25 @@ async fn transitions_carry_targets_errors_and_steps() {
         other => panic!("expected InvalidTarget, got {other:?}"),
     }
     let deploy_step = map(json!({"step": "write_image", "interface": "deploy"}));
-    let t = Transition::new(Event::Deploy).deploy_step(deploy_step.clone());
+    let mut seeded = store.get_node(&available.uuid.to_string()).await.unwrap();
+    seeded.driver_internal_info = map(json!({"agent_url": "https://old:9999", "keep": true}));
+    store.save_node(&seeded).await.unwrap();
+    let t = Transition::new(Event::Deploy)
+        .deploy_step(deploy_step.clone())
+        .remove_internal_info("agent_url")
+        .set_internal_info("deploy_steps", json!([]));
     store.transition(available.uuid, &t).await.unwrap();
     let read = store.get_node(&available.uuid.to_string()).await.unwrap();
     assert_eq!(read.deploy_step, deploy_step);
+    assert_eq!(
+        serde_json::Value::Object(read.driver_internal_info.clone()),
+        json!({"keep": true, "deploy_steps": []})
+    );
+    // A refused transition leaves driver_internal_info alone.
+    let refused = Transition::new(Event::Manage).set_internal_info("x", json!(1));
+    assert!(store.transition(available.uuid, &refused).await.is_err());
+    let after = store.get_node(&available.uuid.to_string()).await.unwrap();
+    assert_eq!(after.driver_internal_info, read.driver_internal_info);
     assert_eq!(read.target_provision_state, Some(S::Active));
 }
 
@@ -475,6 +490,54 @@ async fn concurrent_transitions_have_exactly_one_winner() {
         }
     }
     assert_eq!(moved, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_and_merges_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let other = open(&dir).await;
+    let node = store.create_node(&Node::new("fake-hardware")).await.unwrap();
+    let id = node.uuid.to_string();
+    // Read-modify-write patches from two handles: every increment survives.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { store.clone() } else { other.clone() };
+            let id = id.clone();
+            tokio::spawn(async move {
+                store
+                    .update_node::<String>(&id, |n| {
+                        let count = n.extra.get("count").and_then(|v| v.as_i64()).unwrap_or(0);
+                        n.extra.insert("count".into(), json!(count + 1));
+                        Ok(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    // Heartbeat-style merges of distinct keys on the same node at the same time.
+    let merges: Vec<_> = (0..40)
+        .map(|i| {
+            let store = if i % 2 == 0 { store.clone() } else { other.clone() };
+            tokio::spawn(async move {
+                store
+                    .update_driver_internal_info(node.uuid, map(json!({format!("k{i}"): i})), &[])
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    for merge in merges {
+        merge.await.unwrap().unwrap();
+    }
+    let read = store.get_node(&id).await.unwrap();
+    assert_eq!(read.extra["count"], json!(20));
+    for i in 0..40 {
+        assert_eq!(read.driver_internal_info[&format!("k{i}")], json!(i), "k{i}");
+    }
+    assert_eq!(read.version, 20 + 40);
 }
 
 #[tokio::test]

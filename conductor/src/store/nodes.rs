@@ -503,6 +503,10 @@ pub struct Transition {
     pub clean_step: Option<JsonMap>,
     /// `Some` replaces the node's `deploy_step` (an empty map clears it).
     pub deploy_step: Option<JsonMap>,
+    /// Keys set in `driver_internal_info` in the same transaction.
+    pub internal_info_set: JsonMap,
+    /// Keys removed from `driver_internal_info` in the same transaction.
+    pub internal_info_remove: Vec<String>,
 }
 
 impl Transition {
@@ -514,6 +518,8 @@ impl Transition {
             last_error: LastError::Keep,
             clean_step: None,
             deploy_step: None,
+            internal_info_set: JsonMap::new(),
+            internal_info_remove: Vec::new(),
         }
     }
 
@@ -534,6 +540,18 @@ impl Transition {
 
     pub fn clean_step(mut self, step: JsonMap) -> Transition {
         self.clean_step = Some(step);
+        self
+    }
+
+    /// Sets `key` in `driver_internal_info` together with the state change.
+    pub fn set_internal_info(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.internal_info_set.insert(key.into(), value);
+        self
+    }
+
+    /// Removes `key` from `driver_internal_info` together with the state change.
+    pub fn remove_internal_info(mut self, key: impl Into<String>) -> Transition {
+        self.internal_info_remove.push(key.into());
         self
     }
 
@@ -585,8 +603,85 @@ pub enum UpdateError<E> {
     Rejected(#[source] E),
 }
 
+/// Optimistic tries of [`Store::update_driver_internal_info`] before it locks.
+const MERGE_OPTIMISTIC_ATTEMPTS: usize = 3;
+
 /// How often [`Store::update_node`] re-reads and re-applies after a concurrent write.
 const UPDATE_ATTEMPTS: usize = 8;
+
+/// `driver_internal_info` text `text` of node `id` with `remove` removed and `set` set.
+fn merge_info(id: &str, text: &str, set: &JsonMap, remove: &[&str]) -> Result<String, StoreError> {
+    let mut info: JsonMap = serde_json::from_str(text).map_err(|err| StoreError::Corrupt {
+        uuid: id.to_owned(),
+        column: "driver_internal_info",
+        reason: err.to_string(),
+    })?;
+    for key in remove {
+        info.remove(*key);
+    }
+    info.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(json_text(&info))
+}
+
+/// The node with this UUID or name, read through `exec`.
+async fn fetch_node<'e>(
+    exec: impl sqlx::SqliteExecutor<'e>,
+    ident: &str,
+) -> Result<Node, StoreError> {
+    let row = match Uuid::parse_str(ident) {
+        Ok(uuid) => {
+            sqlx::query(&format!("{SELECT_NODE} WHERE uuid = ?"))
+                .bind(uuid.to_string())
+                .fetch_optional(exec)
+                .await?
+        }
+        Err(_) => {
+            sqlx::query(&format!("{SELECT_NODE} WHERE name = ?"))
+                .bind(ident)
+                .fetch_optional(exec)
+                .await?
+        }
+    };
+    match row {
+        Some(row) => node_from_row(&row),
+        None => Err(StoreError::NodeNotFound(ident.to_owned())),
+    }
+}
+
+/// Writes the saved columns of `node` if its version still matches; `None` when no row
+/// matched (changed meanwhile, or gone).
+async fn write_node<'e>(
+    exec: impl sqlx::SqliteExecutor<'e>,
+    node: &Node,
+) -> Result<Option<Node>, StoreError> {
+    let assignments: Vec<String> = SAVED_COLUMNS.iter().map(|c| format!("{c} = ?")).collect();
+    let sql = format!(
+        "UPDATE nodes SET {}, updated_at = ?, version = version + 1 \
+         WHERE uuid = ? AND version = ?",
+        assignments.join(", ")
+    );
+    let updated_at = now();
+    let mut args = SqliteArguments::default();
+    bind_saved(&mut args, node)?;
+    for bind in [
+        Bind::Int(to_micros(updated_at)),
+        Bind::Text(node.uuid.to_string()),
+        Bind::Int(node.version),
+    ] {
+        bind.add_to(&mut args)?;
+    }
+    let done =
+        sqlx::query_with(&sql, args).execute(exec).await.map_err(|err| node_conflict(err, node))?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    // The version matched, so nobody else wrote these columns: the stored node is the one
+    // given (the reservation, which saves do not write, may have changed).
+    let mut saved = node.clone();
+    saved.version = node.version + 1;
+    saved.updated_at = Some(updated_at);
+    Ok(Some(saved))
+}
 
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -632,24 +727,7 @@ impl Store {
 
     /// The node with this UUID or name.
     pub async fn get_node(&self, ident: &str) -> Result<Node, StoreError> {
-        let row = match Uuid::parse_str(ident) {
-            Ok(uuid) => {
-                sqlx::query(&format!("{SELECT_NODE} WHERE uuid = ?"))
-                    .bind(uuid.to_string())
-                    .fetch_optional(&self.read)
-                    .await?
-            }
-            Err(_) => {
-                sqlx::query(&format!("{SELECT_NODE} WHERE name = ?"))
-                    .bind(ident)
-                    .fetch_optional(&self.read)
-                    .await?
-            }
-        };
-        match row {
-            Some(row) => node_from_row(&row),
-            None => Err(StoreError::NodeNotFound(ident.to_owned())),
-        }
+        fetch_node(&self.read, ident).await
     }
 
     /// Nodes matching `query`, in its order, one page.
@@ -705,55 +783,40 @@ impl Store {
     /// reservation and `created_at` are not written: they change only through
     /// [`Store::transition`], [`Store::reserve`] and friends.
     pub async fn save_node(&self, node: &Node) -> Result<Node, StoreError> {
-        let assignments: Vec<String> = SAVED_COLUMNS.iter().map(|c| format!("{c} = ?")).collect();
-        let sql = format!(
-            "UPDATE nodes SET {}, updated_at = ?, version = version + 1 \
-             WHERE uuid = ? AND version = ?",
-            assignments.join(", ")
-        );
-        let updated_at = now();
-        let mut args = SqliteArguments::default();
-        bind_saved(&mut args, node)?;
-        for bind in [
-            Bind::Int(to_micros(updated_at)),
-            Bind::Text(node.uuid.to_string()),
-            Bind::Int(node.version),
-        ] {
-            bind.add_to(&mut args)?;
+        match write_node(&self.write, node).await? {
+            Some(saved) => Ok(saved),
+            None => {
+                self.get_node(&node.uuid.to_string()).await?;
+                Err(StoreError::Stale { kind: "node", uuid: node.uuid })
+            }
         }
-        let done = sqlx::query_with(&sql, args)
-            .execute(&self.write)
-            .await
-            .map_err(|err| node_conflict(err, node))?;
-        if done.rows_affected() == 0 {
-            self.get_node(&node.uuid.to_string()).await?;
-            return Err(StoreError::Stale { kind: "node", uuid: node.uuid });
-        }
-        // The version matched, so nobody else wrote these columns: the stored node is the
-        // one given (the reservation, which saves do not write, may have changed).
-        let mut saved = node.clone();
-        saved.version = node.version + 1;
-        saved.updated_at = Some(updated_at);
-        Ok(saved)
     }
 
     /// Reads the node, lets `change` edit it, and saves it; re-reads and re-applies when
-    /// another writer got in between. `change` must be free of side effects.
+    /// another writer got in between. After a few lost races the last attempt runs inside
+    /// a locking transaction, so a busy node is still updated. `change` must be free of
+    /// side effects: it may run more than once.
     pub async fn update_node<E>(
         &self,
         ident: &str,
         mut change: impl FnMut(&mut Node) -> Result<(), E>,
     ) -> Result<Node, UpdateError<E>> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        for _ in 1..UPDATE_ATTEMPTS {
             let mut node = self.get_node(ident).await?;
             change(&mut node).map_err(UpdateError::Rejected)?;
             match self.save_node(&node).await {
-                Err(StoreError::Stale { .. }) if attempt < UPDATE_ATTEMPTS => continue,
+                Err(StoreError::Stale { .. }) => continue,
                 other => return other.map_err(UpdateError::Store),
             }
         }
+        let mut tx = self.write_tx().await?;
+        let mut node = fetch_node(&mut *tx, ident).await?;
+        change(&mut node).map_err(UpdateError::Rejected)?;
+        let saved = write_node(&mut *tx, &node)
+            .await?
+            .ok_or(StoreError::Stale { kind: "node", uuid: node.uuid })?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(saved)
     }
 
     /// Deletes the node, its ports and its inspection data in one transaction.
@@ -877,6 +940,23 @@ impl Store {
                 sqlx::query_with(&sql, args_of(binds)?).execute(&mut *tx).await?.rows_affected();
         }
         if changed == 1 {
+            if !transition.internal_info_set.is_empty()
+                || !transition.internal_info_remove.is_empty()
+            {
+                let (text,): (String,) =
+                    sqlx::query_as("SELECT driver_internal_info FROM nodes WHERE uuid = ?")
+                        .bind(&id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let remove: Vec<&str> =
+                    transition.internal_info_remove.iter().map(String::as_str).collect();
+                let merged = merge_info(&id, &text, &transition.internal_info_set, &remove)?;
+                sqlx::query("UPDATE nodes SET driver_internal_info = ? WHERE uuid = ?")
+                    .bind(merged)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let after: (String, Option<String>) = sqlx::query_as(
                 "SELECT provision_state, target_provision_state FROM nodes WHERE uuid = ?",
             )
@@ -969,7 +1049,13 @@ impl Store {
     }
 
     /// Sets the keys of `set` and removes the keys of `remove` in the node's
-    /// `driver_internal_info`, in one short write transaction (heartbeats call this).
+    /// `driver_internal_info` (heartbeats call this).
+    ///
+    /// Kept cheap for heartbeat rates: the current value is read on a read connection and
+    /// written back by one autocommit UPDATE guarded by the node's `version`, so the single
+    /// writer connection is busy for one statement only. A concurrent write to the same
+    /// node makes the guard miss and the merge is redone on fresh data; after a few misses
+    /// it falls back to a locking transaction, so it always completes.
     pub async fn update_driver_internal_info(
         &self,
         uuid: Uuid,
@@ -977,33 +1063,40 @@ impl Store {
         remove: &[&str],
     ) -> Result<(), StoreError> {
         let id = uuid.to_string();
-        let mut tx = self.write_tx().await?;
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT driver_internal_info FROM nodes WHERE uuid = ?")
+        let merge = |text: &str| merge_info(&id, text, &set, remove);
+        const UPDATE: &str = "UPDATE nodes SET driver_internal_info = ?, updated_at = ?, \
+                              version = version + 1 WHERE uuid = ? AND version = ?";
+        const SELECT: &str = "SELECT driver_internal_info, version FROM nodes WHERE uuid = ?";
+        for _ in 0..MERGE_OPTIMISTIC_ATTEMPTS {
+            let row: Option<(String, i64)> =
+                sqlx::query_as(SELECT).bind(&id).fetch_optional(&self.read).await?;
+            let Some((text, version)) = row else {
+                return Err(StoreError::NodeNotFound(id));
+            };
+            let done = sqlx::query(UPDATE)
+                .bind(merge(&text)?)
+                .bind(to_micros(now()))
                 .bind(&id)
-                .fetch_optional(&mut *tx)
+                .bind(version)
+                .execute(&self.write)
                 .await?;
-        let Some((text,)) = row else {
+            if done.rows_affected() == 1 {
+                return Ok(());
+            }
+        }
+        let mut tx = self.write_tx().await?;
+        let row: Option<(String, i64)> =
+            sqlx::query_as(SELECT).bind(&id).fetch_optional(&mut *tx).await?;
+        let Some((text, version)) = row else {
             return Err(StoreError::NodeNotFound(id));
         };
-        let mut info: JsonMap = serde_json::from_str(&text).map_err(|err| StoreError::Corrupt {
-            uuid: id.clone(),
-            column: "driver_internal_info",
-            reason: err.to_string(),
-        })?;
-        for key in remove {
-            info.remove(*key);
-        }
-        info.extend(set);
-        sqlx::query(
-            "UPDATE nodes SET driver_internal_info = ?, updated_at = ?, version = version + 1 \
-             WHERE uuid = ?",
-        )
-        .bind(json_text(&info))
-        .bind(to_micros(now()))
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(UPDATE)
+            .bind(merge(&text)?)
+            .bind(to_micros(now()))
+            .bind(&id)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
