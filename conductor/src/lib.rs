@@ -3,9 +3,11 @@
 
 pub mod bmc;
 pub mod boot;
+pub mod config;
 pub mod images;
 pub mod orchestrate;
 pub mod periodic;
+pub mod store;
 
 /// The conductor's version, as reported by `ferric --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
