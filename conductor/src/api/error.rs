@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ferric_shared::error_body::IronicErrorBody;
 
+use crate::store::StoreError;
+
 /// A request the API refuses, or could not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -89,6 +91,58 @@ impl IntoResponse for ApiError {
             tracing::info!(status = status.as_u16(), error = %self, "request refused");
         }
         (status, Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NodeNotFound(ident) => ApiError::NodeNotFound(ident),
+            StoreError::PortNotFound(ident) => ApiError::PortNotFound(ident),
+            StoreError::MarkerNotFound(marker) => {
+                ApiError::NotFound(format!("Marker {marker} could not be found."))
+            }
+            StoreError::Conflict { kind, field, value } => ApiError::Conflict(match (kind, field) {
+                ("node", "name") => format!("A node with name {value} already exists."),
+                ("port", "address") => format!("A port with MAC address {value} already exists."),
+                _ => format!("A {kind} with {field} {value} already exists."),
+            }),
+            StoreError::Stale { kind, uuid } => ApiError::Conflict(format!(
+                "The {kind} {uuid} was modified by another request; retry."
+            )),
+            StoreError::Locked { uuid, holder } => ApiError::Conflict(format!(
+                "Node {uuid} is locked by host {holder}, please retry after the current \
+                 operation is completed."
+            )),
+            StoreError::InvalidState { uuid, current, event } => ApiError::InvalidStateRequested {
+                action: event.to_string(),
+                node: uuid.to_string(),
+                state: current.to_string(),
+            },
+            err @ StoreError::InvalidTarget { .. } => ApiError::Invalid(err.to_string()),
+            StoreError::InvalidMac(mac) => {
+                ApiError::Invalid(format!("Expected a MAC address but received {mac}."))
+            }
+            other => {
+                tracing::error!(error = %ErrorChain(&other), "store operation failed");
+                ApiError::Internal("The conductor's database failed; see its log.".into())
+            }
+        }
+    }
+}
+
+/// Displays an error with its whole source chain, for logs.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
     }
 }
 
