@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod bmc;
+pub mod config;
+pub mod store;
 
 /// The conductor's version, as reported by `ferric --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

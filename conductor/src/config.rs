@@ -1,0 +1,467 @@
+//! The conductor's configuration file (`ferric conductor --config FILE`): one typed, strict
+//! struct. Every table rejects unknown keys so that a misspelt option is an error naming the
+//! key, not a silently ignored line. `ferric.example.toml` documents every key with its
+//! default; a test loads it.
+//!
+//! Paths that default relative to other settings (`database`, `image_dir`, `public_url`) are
+//! kept as `Option` and resolved by accessor methods, so that a `--data-dir` or `--listen`
+//! override given after loading moves them too.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration of `ferric conductor`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConductorConfig {
+    /// Address the API (and the boot/image HTTP endpoints) listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the database and the image directory by default.
+    pub data_dir: PathBuf,
+    /// SQLite database file; default `<data_dir>/ferric.db`.
+    pub database: Option<PathBuf>,
+    /// URL under which agents and iPXE reach the API; default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Directory of images the conductor serves itself; default `<data_dir>/images`.
+    pub image_dir: Option<PathBuf>,
+    pub deploy: DeployConfig,
+    pub cleaning: CleaningConfig,
+    pub power: PowerConfig,
+    pub agent: AgentConfig,
+    pub conductor: ConductorIdentity,
+}
+
+/// `[deploy]`: the deploy ramdisk and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// Default deploy kernel (path in the image directory or URL) for nodes whose
+    /// `driver_info` has no `deploy_kernel`.
+    pub deploy_kernel: Option<String>,
+    /// Default deploy ramdisk, as `deploy_kernel`.
+    pub deploy_ramdisk: Option<String>,
+    /// Kernel command line appended for the deploy ramdisk (Ironic's
+    /// `[pxe]kernel_append_params`).
+    pub kernel_append_params: String,
+    /// Seconds a node may stay in `wait call-back` before it fails.
+    pub deploy_callback_timeout: u64,
+}
+
+/// `[cleaning]`: automated cleaning.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleaningConfig {
+    /// Seconds a node may stay in `clean wait` before it fails.
+    pub clean_callback_timeout: u64,
+    /// Whether `provide` and tear-down run automated cleaning.
+    pub automated_clean: bool,
+    /// Priority override for `erase_devices`; unset keeps the agent's, 0 disables it.
+    pub erase_devices_priority: Option<u32>,
+    /// Priority override for `erase_devices_metadata`; unset keeps the agent's, 0 disables.
+    pub erase_devices_metadata_priority: Option<u32>,
+}
+
+/// `[power]`: the power-state reconciler and soft power off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerConfig {
+    /// Seconds between power-state sync runs.
+    pub sync_interval: u64,
+    /// Failed BMC reads in a row before the node is put in maintenance.
+    pub sync_max_retries: u32,
+    /// Seconds a soft power off may take before it is reported as failed.
+    pub soft_power_off_timeout: u64,
+}
+
+/// `[agent]`: talking to the ramdisk agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Reject heartbeats whose `callback_url` is not `https://`. Off by default as in Ironic,
+    /// so that agents without TLS can be driven; Ferric's agent enables TLS by itself, so
+    /// turning this on is safe when only Ferric agents are used.
+    pub require_tls: bool,
+    /// Seconds to wait for one agent command call.
+    pub command_timeout: u64,
+    /// Attempts of one agent command call before the step fails.
+    pub max_command_attempts: u32,
+}
+
+/// `[conductor]`: this conductor's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConductorIdentity {
+    /// Name written into a node's `reservation` while this conductor holds its lock;
+    /// defaults to the host name.
+    pub name: String,
+}
+
+/// Values given on the command line; they win over the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Ironic's defaults: `[pxe]kernel_append_params`.
+const DEFAULT_KERNEL_APPEND_PARAMS: &str = "nofb vga=normal";
+
+impl Default for ConductorConfig {
+    fn default() -> Self {
+        ConductorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6385)),
+            data_dir: PathBuf::from("./ferric-data"),
+            database: None,
+            public_url: None,
+            image_dir: None,
+            deploy: DeployConfig::default(),
+            cleaning: CleaningConfig::default(),
+            power: PowerConfig::default(),
+            agent: AgentConfig::default(),
+            conductor: ConductorIdentity::default(),
+        }
+    }
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            deploy_kernel: None,
+            deploy_ramdisk: None,
+            kernel_append_params: DEFAULT_KERNEL_APPEND_PARAMS.to_owned(),
+            deploy_callback_timeout: 1800,
+        }
+    }
+}
+
+impl Default for CleaningConfig {
+    fn default() -> Self {
+        CleaningConfig {
+            clean_callback_timeout: 1800,
+            automated_clean: true,
+            erase_devices_priority: None,
+            erase_devices_metadata_priority: None,
+        }
+    }
+}
+
+impl Default for PowerConfig {
+    fn default() -> Self {
+        PowerConfig { sync_interval: 60, sync_max_retries: 3, soft_power_off_timeout: 600 }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig { require_tls: false, command_timeout: 60, max_command_attempts: 3 }
+    }
+}
+
+impl Default for ConductorIdentity {
+    fn default() -> Self {
+        ConductorIdentity { name: host_name() }
+    }
+}
+
+/// The machine's host name, or a fixed name where it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "ferric-conductor".to_owned())
+}
+
+impl ConductorConfig {
+    /// Loads `path` (or the defaults when `None`) and validates it.
+    pub fn load(path: Option<&Path>) -> Result<ConductorConfig, ConfigError> {
+        let Some(path) = path else {
+            let config = ConductorConfig::default();
+            config.validate()?;
+            return Ok(config);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config = ConductorConfig::from_toml(&text).map_err(|err| match err {
+            ConfigError::Parse { source, .. } => {
+                ConfigError::Parse { path: path.to_owned(), source }
+            }
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Loads `path` and applies the command-line overrides, then validates the result.
+    pub fn load_with(
+        path: Option<&Path>,
+        overrides: &ConfigOverrides,
+    ) -> Result<ConductorConfig, ConfigError> {
+        let mut config = ConductorConfig::load(path)?;
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn from_toml(text: &str) -> Result<ConductorConfig, ConfigError> {
+        let config: ConductorConfig = toml::from_str(text).map_err(|source| {
+            ConfigError::Parse { path: PathBuf::from("<text>"), source: Box::new(source) }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, overrides: &ConfigOverrides) {
+        if let Some(dir) = &overrides.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(listen) = overrides.listen {
+            self.listen = listen;
+        }
+    }
+
+    /// Checks values the types alone do not constrain.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("deploy.deploy_callback_timeout", self.deploy.deploy_callback_timeout),
+            ("cleaning.clean_callback_timeout", self.cleaning.clean_callback_timeout),
+            ("power.sync_interval", self.power.sync_interval),
+            ("power.sync_max_retries", u64::from(self.power.sync_max_retries)),
+            ("power.soft_power_off_timeout", self.power.soft_power_off_timeout),
+            ("agent.command_timeout", self.agent.command_timeout),
+            ("agent.max_command_attempts", u64::from(self.agent.max_command_attempts)),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid { key, reason: "must be at least 1".into() });
+            }
+        }
+        if let Some(url) = &self.public_url {
+            let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
+                return Err(ConfigError::Invalid {
+                    key: "public_url",
+                    reason: format!("{url:?} is not an http:// or https:// URL with a host"),
+                });
+            }
+        }
+        let name = self.conductor.name.trim();
+        if name.is_empty() || name.len() > 255 {
+            return Err(ConfigError::Invalid {
+                key: "conductor.name",
+                reason: "must be 1 to 255 characters".into(),
+            });
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.database.clone().unwrap_or_else(|| self.data_dir.join("ferric.db"))
+    }
+
+    /// The directory of locally served images.
+    pub fn image_dir(&self) -> PathBuf {
+        self.image_dir.clone().unwrap_or_else(|| self.data_dir.join("images"))
+    }
+
+    /// The base URL agents and iPXE use to reach the API, without a trailing `/`.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+impl DeployConfig {
+    pub fn deploy_callback_timeout(&self) -> Duration {
+        Duration::from_secs(self.deploy_callback_timeout)
+    }
+}
+
+impl CleaningConfig {
+    pub fn clean_callback_timeout(&self) -> Duration {
+        Duration::from_secs(self.clean_callback_timeout)
+    }
+}
+
+impl PowerConfig {
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_secs(self.sync_interval)
+    }
+
+    pub fn soft_power_off_timeout(&self) -> Duration {
+        Duration::from_secs(self.soft_power_off_timeout)
+    }
+}
+
+impl AgentConfig {
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole error chain, as the service logs it.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(next) = source {
+            text.push_str(": ");
+            text.push_str(&next.to_string());
+            source = next.source();
+        }
+        text
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let config = ConductorConfig::from_toml("").unwrap();
+        assert_eq!(config.listen, "127.0.0.1:6385".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("./ferric-data"));
+        assert_eq!(config.database_path(), PathBuf::from("./ferric-data/ferric.db"));
+        assert_eq!(config.image_dir(), PathBuf::from("./ferric-data/images"));
+        assert_eq!(config.public_url(), "http://127.0.0.1:6385");
+        assert_eq!(config.deploy.deploy_callback_timeout(), Duration::from_secs(1800));
+        assert_eq!(config.deploy.kernel_append_params, "nofb vga=normal");
+        assert_eq!(config.deploy.deploy_kernel, None);
+        assert_eq!(config.cleaning.clean_callback_timeout(), Duration::from_secs(1800));
+        assert!(config.cleaning.automated_clean);
+        assert_eq!(config.cleaning.erase_devices_priority, None);
+        assert_eq!(config.power.sync_interval(), Duration::from_secs(60));
+        assert_eq!(config.power.sync_max_retries, 3);
+        assert_eq!(config.power.soft_power_off_timeout(), Duration::from_secs(600));
+        assert!(!config.agent.require_tls);
+        assert_eq!(config.agent.command_timeout(), Duration::from_secs(60));
+        assert_eq!(config.agent.max_command_attempts, 3);
+        assert!(!config.conductor.name.is_empty());
+        assert_eq!(ConductorConfig::load(None).unwrap(), config);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_naming_the_key() {
+        let cases = [
+            ("lisen = \"127.0.0.1:1\"\n", "lisen"),
+            ("[deploy]\ndeploy_callback_timout = 5\n", "deploy_callback_timout"),
+            ("[cleaning]\nerase_priority = 0\n", "erase_priority"),
+            ("[power]\nsync = 1\n", "sync"),
+            ("[agent]\nrequire_ssl = true\n", "require_ssl"),
+            ("[conductor]\nhost = \"x\"\n", "host"),
+            ("[pxe]\nkernel_append_params = \"\"\n", "pxe"),
+        ];
+        for (text, key) in cases {
+            let err = ConductorConfig::from_toml(text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{text}: {err:?}");
+            let message = chain(&err);
+            assert!(message.contains(&format!("`{key}`")), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_rejected_naming_the_key() {
+        let parse_errors = [
+            ("listen = \"localhost\"\n", "listen"),
+            ("[deploy]\ndeploy_callback_timeout = -1\n", "deploy_callback_timeout"),
+            ("[cleaning]\nautomated_clean = \"yes\"\n", "automated_clean"),
+            ("[cleaning]\nerase_devices_priority = -5\n", "erase_devices_priority"),
+            ("[agent]\nmax_command_attempts = 1.5\n", "max_command_attempts"),
+        ];
+        for (text, key) in parse_errors {
+            let err = ConductorConfig::from_toml(text).unwrap_err();
+            let message = chain(&err);
+            assert!(message.contains(key), "{text}: {message}");
+        }
+        let invalid = [
+            ("[deploy]\ndeploy_callback_timeout = 0\n", "deploy.deploy_callback_timeout"),
+            ("[power]\nsync_interval = 0\n", "power.sync_interval"),
+            ("[agent]\nmax_command_attempts = 0\n", "agent.max_command_attempts"),
+            ("public_url = \"ftp://host\"\n", "public_url"),
+            ("public_url = \"http://\"\n", "public_url"),
+            ("[conductor]\nname = \"  \"\n", "conductor.name"),
+        ];
+        for (text, key) in invalid {
+            match ConductorConfig::from_toml(text) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_move_the_derived_paths() {
+        let mut config = ConductorConfig::from_toml("[conductor]\nname = \"c1\"\n").unwrap();
+        config.apply(&ConfigOverrides {
+            data_dir: Some(PathBuf::from("/srv/ferric")),
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+        });
+        assert_eq!(config.database_path(), PathBuf::from("/srv/ferric/ferric.db"));
+        assert_eq!(config.image_dir(), PathBuf::from("/srv/ferric/images"));
+        assert_eq!(config.public_url(), "http://127.0.0.1:7000");
+
+        let explicit = ConductorConfig::from_toml(
+            "database = \"/db/f.db\"\nimage_dir = \"/img\"\npublic_url = \"http://10.0.0.1:6385/\"\n",
+        )
+        .unwrap();
+        assert_eq!(explicit.database_path(), PathBuf::from("/db/f.db"));
+        assert_eq!(explicit.image_dir(), PathBuf::from("/img"));
+        assert_eq!(explicit.public_url(), "http://10.0.0.1:6385");
+    }
+
+    #[test]
+    fn load_reports_missing_file_and_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.toml");
+        let err = ConductorConfig::load(Some(&path)).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("missing.toml"));
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[agent]\ntimeout = 3\n").unwrap();
+        let err = ConductorConfig::load(Some(&bad)).unwrap_err();
+        assert!(err.to_string().contains("bad.toml"), "{err}");
+        assert!(chain(&err).contains("`timeout`"), "{}", chain(&err));
+    }
+
+    #[test]
+    fn example_file_loads_with_the_documented_values() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ferric.example.toml");
+        let config = ConductorConfig::load_with(Some(&path), &ConfigOverrides::default()).unwrap();
+        let mut expected = ConductorConfig::default();
+        expected.conductor.name = "conductor-1".into();
+        assert_eq!(config, expected);
+        assert_eq!(config.public_url(), "http://127.0.0.1:6385");
+    }
+}

@@ -1,0 +1,144 @@
+//! The only place that talks to the database.
+//!
+//! SQLite through sqlx, in WAL mode. Writes go through one dedicated connection (a pool of
+//! one): SQLite admits a single writer anyway, and queueing writers in-process in FIFO
+//! order gives far steadier latency than letting several connections spin on the busy
+//! handler. Reads use a separate pool and never wait for writers (WAL).
+//!
+//! The SQL is kept portable (plain types, JSON as TEXT, timestamps as BIGINT microseconds,
+//! `INSERT … ON CONFLICT`) so that a PostgreSQL backend can sit behind the same API.
+//!
+//! Domain types ([`Node`], [`Port`]) are deliberately not `Serialize`: the API layer owns
+//! the wire representation.
+
+mod codec;
+mod nodes;
+mod ports;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ferric_shared::states::{Event, ProvisionState};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use codec::normalize_mac;
+pub use nodes::{
+    InvalidSortKey, LastError, Node, NodeQuery, NodeSortKey, TakenOver, Transition,
+    TransitionOutcome, UpdateError,
+};
+pub use ports::{Port, PortQuery, PortSortKey};
+
+/// A JSON object as stored in the node's and port's dictionary fields.
+pub type JsonMap = serde_json::Map<String, serde_json::Value>;
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read connections; SQLite readers in WAL mode run in parallel.
+const READ_CONNECTIONS: u32 = 4;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot bring the database schema up to date")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database operation failed")]
+    Database(#[from] sqlx::Error),
+    #[error("node {0} could not be found")]
+    NodeNotFound(String),
+    #[error("port {0} could not be found")]
+    PortNotFound(String),
+    #[error("marker {0} does not name an existing entry")]
+    MarkerNotFound(String),
+    /// A unique field already holds this value.
+    #[error("a {kind} with {field} {value} already exists")]
+    Conflict { kind: &'static str, field: &'static str, value: String },
+    /// Optimistic concurrency: the entry changed since it was read.
+    #[error("{kind} {uuid} was modified concurrently; re-read it and try again")]
+    Stale { kind: &'static str, uuid: uuid::Uuid },
+    #[error("node {uuid} is locked by {holder}")]
+    Locked { uuid: uuid::Uuid, holder: String },
+    #[error("node {uuid} is in provision state {current}, where {event} is not allowed")]
+    InvalidState { uuid: uuid::Uuid, current: ProvisionState, event: Event },
+    #[error("{target} is not a possible target for node {uuid} in provision state {current}")]
+    InvalidTarget { uuid: uuid::Uuid, current: ProvisionState, target: ProvisionState },
+    #[error("{0:?} is not a valid MAC address (six hexadecimal pairs separated by ':')")]
+    InvalidMac(String),
+    /// A stored value could not be decoded (written by something other than this module).
+    #[error("stored {column} of {uuid} is invalid: {reason}")]
+    Corrupt { uuid: String, column: &'static str, reason: String },
+}
+
+/// The database handle. Cheap to clone: the pools are shared.
+#[derive(Debug, Clone)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the SQLite database at `path` and runs the migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|err| StoreError::Open {
+                path: path.to_owned(),
+                source: sqlx::Error::Io(err),
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL keeps every committed transaction across a process crash; only
+            // a power loss can drop the last few, which a conductor restart tolerates.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations").run(&write).await.map_err(StoreError::Migrate)?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        Ok(Store { write, read })
+    }
+
+    /// Runs SQLite's own consistency check; `Ok(true)` when it reports `ok`.
+    pub async fn integrity_check(&self) -> Result<bool, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("PRAGMA integrity_check").fetch_all(&self.read).await?;
+        Ok(rows.len() == 1 && rows.first().is_some_and(|(text,)| text == "ok"))
+    }
+
+    /// Starts a write transaction that takes SQLite's write lock at once: a transaction
+    /// that reads before it writes would otherwise fail with "database is locked" (not wait)
+    /// when another connection wrote in between.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Closes both pools, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
