@@ -102,11 +102,15 @@ impl From<StoreError> for ApiError {
             StoreError::MarkerNotFound(marker) => {
                 ApiError::NotFound(format!("Marker {marker} could not be found."))
             }
-            StoreError::Conflict { kind, field, value } => ApiError::Conflict(match (kind, field) {
-                ("node", "name") => format!("A node with name {value} already exists."),
-                ("port", "address") => format!("A port with MAC address {value} already exists."),
-                _ => format!("A {kind} with {field} {value} already exists."),
-            }),
+            StoreError::Conflict { kind, field, value } => {
+                ApiError::Conflict(match (kind, field) {
+                    ("node", "name") => format!("A node with name {value} already exists."),
+                    ("port", "address") => {
+                        format!("A port with MAC address {value} already exists.")
+                    }
+                    _ => format!("A {kind} with {field} {value} already exists."),
+                })
+            }
             StoreError::Stale { kind, uuid } => ApiError::Conflict(format!(
                 "The {kind} {uuid} was modified by another request; retry."
             )),
@@ -132,6 +136,7 @@ impl From<StoreError> for ApiError {
 }
 
 /// Displays an error with its whole source chain, for logs.
+#[derive(Debug)]
 pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {

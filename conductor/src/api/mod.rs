@@ -51,12 +51,7 @@ pub enum ConductorTask {
     /// A provision verb was accepted: the node has moved (`from` → `to`) by `event`.
     /// `request` is the whole body (clean steps, config drive, …); its `Debug` masks the
     /// config drive and rescue password.
-    Provision {
-        node: Uuid,
-        verb: ProvisionVerb,
-        event: Event,
-        request: Box<ProvisionRequest>,
-    },
+    Provision { node: Uuid, verb: ProvisionVerb, event: Event, request: Box<ProvisionRequest> },
     /// A power change was requested; `timeout` bounds soft power actions.
     Power { node: Uuid, target: PowerTarget, timeout: Option<Duration> },
     /// The node's agent heartbeated and the node is in a state that expects it; the
@@ -101,9 +96,9 @@ impl ApiState {
     /// request never loses its task; a full queue is `503` with nothing written.
     pub fn task_slot(&self) -> Result<mpsc::Permit<'_, ConductorTask>, ApiError> {
         self.tasks.try_reserve().map_err(|err| match err {
-            mpsc::error::TrySendError::Full(()) => ApiError::Unavailable(
-                "The conductor is busy; retry the request shortly.".into(),
-            ),
+            mpsc::error::TrySendError::Full(()) => {
+                ApiError::Unavailable("The conductor is busy; retry the request shortly.".into())
+            }
             mpsc::error::TrySendError::Closed(()) => {
                 ApiError::Unavailable("The conductor is shutting down.".into())
             }

@@ -21,7 +21,7 @@ use super::error::ApiError;
 use super::version::RequestVersion;
 use super::view;
 use super::{ApiState, ConductorTask};
-use crate::bmc::{BmcError, BootDevice, Bmc, DriverInfoError};
+use crate::bmc::{Bmc, BmcError, BootDevice, DriverInfoError};
 use crate::store::{LastError, Node, Transition, UpdateError};
 
 pub async fn states(
@@ -55,10 +55,7 @@ fn not_locked(node: &Node) -> Result<(), ApiError> {
 }
 
 /// Checks that the body's optional fields fit the verb and the version, as Ironic does.
-fn check_provision_body(
-    req: &ProvisionRequest,
-    version: RequestVersion,
-) -> Result<(), ApiError> {
+fn check_provision_body(req: &ProvisionRequest, version: RequestVersion) -> Result<(), ApiError> {
     use ProvisionVerb as V;
     let verb = req.target;
     let deploying = matches!(verb, V::Active | V::Deploy | V::Rebuild);
@@ -70,7 +67,10 @@ fn check_provision_body(
             )));
         }
         if matches!(drive, ConfigDrive::Parts(_)) && !version.at_least(56) {
-            return Err(needs_version("A config drive given as a dictionary", ApiVersion::new(1, 56)));
+            return Err(needs_version(
+                "A config drive given as a dictionary",
+                ApiVersion::new(1, 56),
+            ));
         }
     }
     match (&req.clean_steps, verb) {
@@ -151,8 +151,15 @@ fn refused_in_maintenance(verb: ProvisionVerb) -> bool {
     use ProvisionVerb as V;
     matches!(
         verb,
-        V::Active | V::Deploy | V::Rebuild | V::Provide | V::Clean | V::Inspect | V::Rescue
-            | V::Service | V::Adopt
+        V::Active
+            | V::Deploy
+            | V::Rebuild
+            | V::Provide
+            | V::Clean
+            | V::Inspect
+            | V::Rescue
+            | V::Service
+            | V::Adopt
     )
 }
 
@@ -315,7 +322,10 @@ fn bmc_error(err: BmcError) -> ApiError {
 
 fn connect(state: &ApiState, node: &Node) -> Result<Arc<dyn Bmc>, ApiError> {
     let driver = state.drivers.get(&node.driver).ok_or_else(|| {
-        ApiError::Invalid(format!("Cannot load hardware type {} for node {}", node.driver, node.uuid))
+        ApiError::Invalid(format!(
+            "Cannot load hardware type {} for node {}",
+            node.driver, node.uuid
+        ))
     })?;
     driver.connect(&node.uuid.to_string(), &node.driver_info).map_err(driver_info_error)
 }
@@ -458,13 +468,14 @@ mod tests {
             (json!({"target": "rescue", "rescue_password": " "}), 110, Some(400)),
             (json!({"target": "rescue", "rescue_password": "pw"}), 110, None),
             (json!({"target": "service"}), 110, Some(400)),
-            (json!({"target": "clean", "clean_steps": [], "disable_ramdisk": true}), 69,
-                Some(406)),
+            (json!({"target": "clean", "clean_steps": [], "disable_ramdisk": true}), 69, Some(406)),
             (json!({"target": "manage", "disable_ramdisk": true}), 110, Some(400)),
             (json!({"target": "manage", "runbook": "r"}), 110, Some(400)),
         ];
         for (body, minor, want) in table {
-            let got = check_provision_body(&req(body.clone()), v(minor)).err().map(|e| e.status().as_u16());
+            let got = check_provision_body(&req(body.clone()), v(minor))
+                .err()
+                .map(|e| e.status().as_u16());
             assert_eq!(got, want, "{body} at 1.{minor}");
         }
     }

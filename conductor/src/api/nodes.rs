@@ -123,9 +123,7 @@ pub(super) fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" | "y" | "t" => Ok(true),
         "false" | "0" | "no" | "off" | "n" | "f" => Ok(false),
-        _ => Err(ApiError::Invalid(format!(
-            "Invalid value for {name}: {text:?} is not a boolean"
-        ))),
+        _ => Err(ApiError::Invalid(format!("Invalid value for {name}: {text:?} is not a boolean"))),
     }
 }
 
@@ -183,10 +181,8 @@ pub(super) fn next_link(
     limit: u32,
     last: &str,
 ) -> String {
-    let mut query: Vec<String> = params
-        .iter()
-        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
-        .collect();
+    let mut query: Vec<String> =
+        params.iter().filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v)))).collect();
     query.push(format!("limit={limit}"));
     query.push(format!("marker={}", encode(last)));
     format!("{base}/v1/{path}?{}", query.join("&"))
@@ -327,20 +323,75 @@ async fn list_nodes(
 /// Every field name of the node document.
 fn node_field_names() -> Vec<&'static str> {
     const NAMES: &[&str] = &[
-        "uuid", "name", "created_at", "updated_at", "links", "ports", "states", "portgroups",
-        "volume", "chassis_uuid", "allocation_uuid", "conductor", "traits", "automated_clean",
-        "bios_interface", "boot_interface", "boot_mode", "clean_step", "conductor_group",
-        "console_enabled", "console_interface", "disable_power_off", "deploy_interface",
-        "deploy_step", "description", "driver", "driver_info", "driver_internal_info", "extra",
-        "fault", "firmware_interface", "health", "inspection_finished_at",
-        "inspection_started_at", "inspect_interface", "instance_info", "instance_name",
-        "instance_uuid", "last_error", "lessee", "maintenance", "maintenance_reason",
-        "management_interface", "network_data", "network_interface", "owner", "parent_node",
-        "power_interface", "power_state", "properties", "protected", "protected_reason",
-        "provision_state", "provision_updated_at", "raid_config", "raid_interface",
-        "rescue_interface", "reservation", "resource_class", "retired", "retired_reason",
-        "secure_boot", "service_step", "shard", "storage_interface", "target_power_state",
-        "target_provision_state", "target_raid_config", "vendor_interface",
+        "uuid",
+        "name",
+        "created_at",
+        "updated_at",
+        "links",
+        "ports",
+        "states",
+        "portgroups",
+        "volume",
+        "chassis_uuid",
+        "allocation_uuid",
+        "conductor",
+        "traits",
+        "automated_clean",
+        "bios_interface",
+        "boot_interface",
+        "boot_mode",
+        "clean_step",
+        "conductor_group",
+        "console_enabled",
+        "console_interface",
+        "disable_power_off",
+        "deploy_interface",
+        "deploy_step",
+        "description",
+        "driver",
+        "driver_info",
+        "driver_internal_info",
+        "extra",
+        "fault",
+        "firmware_interface",
+        "health",
+        "inspection_finished_at",
+        "inspection_started_at",
+        "inspect_interface",
+        "instance_info",
+        "instance_name",
+        "instance_uuid",
+        "last_error",
+        "lessee",
+        "maintenance",
+        "maintenance_reason",
+        "management_interface",
+        "network_data",
+        "network_interface",
+        "owner",
+        "parent_node",
+        "power_interface",
+        "power_state",
+        "properties",
+        "protected",
+        "protected_reason",
+        "provision_state",
+        "provision_updated_at",
+        "raid_config",
+        "raid_interface",
+        "rescue_interface",
+        "reservation",
+        "resource_class",
+        "retired",
+        "retired_reason",
+        "secure_boot",
+        "service_step",
+        "shard",
+        "storage_interface",
+        "target_power_state",
+        "target_provision_state",
+        "target_raid_config",
+        "vendor_interface",
     ];
     NAMES.to_vec()
 }
@@ -382,7 +433,9 @@ pub async fn show(
 pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
         && Uuid::parse_str(name).is_err();
     if valid {
         Ok(())
@@ -407,7 +460,8 @@ fn check_driver(state: &ApiState, driver: &str) -> Result<(), ApiError> {
 }
 
 pub(super) fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::Invalid(format!("Expected a UUID but received {text}.")))
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::Invalid(format!("Expected a UUID but received {text}.")))
 }
 
 pub async fn create(
@@ -512,8 +566,8 @@ pub async fn update(
                 )));
             }
             let doc = view::to_map(&view::node_unmasked(node, &base, &conductor))?;
-            let patched = patch::apply(&doc, &ops, &NODE_PATCH_RULES)
-                .map_err(|e| ApiError::Invalid(e.0))?;
+            let patched =
+                patch::apply(&doc, &ops, &NODE_PATCH_RULES).map_err(|e| ApiError::Invalid(e.0))?;
             apply_patched(&state, node, &patched)
         })
         .await;
@@ -569,7 +623,11 @@ fn object(doc: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, Api
 
 /// Copies the patchable fields of `doc` into `node`, checking each value and the rules
 /// that tie fields together.
-fn apply_patched(state: &ApiState, node: &mut Node, doc: &Map<String, Value>) -> Result<(), ApiError> {
+fn apply_patched(
+    state: &ApiState,
+    node: &mut Node,
+    doc: &Map<String, Value>,
+) -> Result<(), ApiError> {
     let name = opt_string(doc, "name")?;
     if let Some(name) = &name {
         if node.name.as_ref() != Some(name) {

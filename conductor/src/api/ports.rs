@@ -161,9 +161,7 @@ async fn list_ports(
     };
     let node_uuid = match (node, &params.node, &params.node_uuid) {
         (_, Some(_), Some(_)) => {
-            return Err(ApiError::Invalid(
-                "Only one of node and node_uuid may be given.".into(),
-            ))
+            return Err(ApiError::Invalid("Only one of node and node_uuid may be given.".into()))
         }
         (Some(uuid), _, _) => Some(uuid),
         (None, Some(ident), None) => Some(state.store.get_node(ident).await?.uuid),

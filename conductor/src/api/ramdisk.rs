@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ferric_shared::api_version::ApiVersion;
 use ferric_shared::heartbeat::{AgentStatus, HeartbeatRequest};
-use ferric_shared::lookup::{MASKED_TOKEN, DEFAULT_HEARTBEAT_TIMEOUT_SECS};
+use ferric_shared::lookup::{DEFAULT_HEARTBEAT_TIMEOUT_SECS, MASKED_TOKEN};
 use ferric_shared::node::{mask_instance_info_urls, mask_secrets, Link};
 use ferric_shared::port::normalize_mac;
 use serde::Deserialize;
@@ -266,7 +266,8 @@ pub async fn heartbeat(
     if hb.agent_version.is_none() && hb.agent_status.is_none() {
         return Err(invalid("Heartbeat carries neither agent_version nor agent_status."));
     }
-    if state.config.agent.require_tls && !hb.callback_url.to_ascii_lowercase().starts_with("https://")
+    if state.config.agent.require_tls
+        && !hb.callback_url.to_ascii_lowercase().starts_with("https://")
     {
         return Err(invalid(format!(
             "Agent on node {} uses an insecure callback_url; TLS is required.",
@@ -512,8 +513,10 @@ mod tests {
             (json!({}), "\"inventory\""),
             (json!({"inventory": {"interfaces": []}}), "at least one"),
             (json!({"inventory": {"interfaces": [{"name": "eth0"}]}}), "interfaces[0]"),
-            (json!({"inventory": {"interfaces": [{"mac_address": "x"}], "bmc_address": 5}}),
-                "bmc_address"),
+            (
+                json!({"inventory": {"interfaces": [{"mac_address": "x"}], "bmc_address": 5}}),
+                "bmc_address",
+            ),
         ] {
             let err = inspection_keys(&bad).unwrap_err().to_string();
             assert!(err.contains(fragment), "{bad}: {err}");

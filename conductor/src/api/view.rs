@@ -174,11 +174,6 @@ pub fn to_map<T: Serialize>(doc: &T) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// The field names of a wire document type, from a sample.
-pub fn field_names(doc: &Map<String, Value>) -> Vec<&str> {
-    doc.keys().map(String::as_str).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
