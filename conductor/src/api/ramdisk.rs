@@ -101,6 +101,10 @@ async fn lookup_reply(
     mask_secrets(&mut instance_info);
     mask_instance_info_urls(&mut instance_info);
     let mut driver_internal_info = node.driver_internal_info.clone();
+    if let Some(token) = token.as_ref().filter(|t| t.as_str() != MASKED_TOKEN) {
+        // Issued by this call: the node now has it, and shows it masked like any secret.
+        driver_internal_info.insert(TOKEN_KEY.into(), Value::String(token.clone()));
+    }
     mask_secrets(&mut driver_internal_info);
     let mut properties = node.properties.clone();
     mask_secrets(&mut properties);
