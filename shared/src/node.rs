@@ -418,19 +418,16 @@ pub fn is_secret_key(key: &str) -> bool {
 /// (`scheme://user:pass@host`) have their password masked.
 pub fn mask_secrets(map: &mut Map<String, Value>) {
     for (key, value) in map.iter_mut() {
+        if value.is_null() {
+            continue;
+        }
         match value {
             // A config drive may be given as a dict of its parts; all of it is user data.
             _ if key.eq_ignore_ascii_case("configdrive") => {
-                if !value.is_null() {
-                    *value = Value::String(MASK.to_owned());
-                }
+                *value = Value::String(MASK.to_owned());
             }
             Value::Object(inner) => mask_secrets(inner),
-            _ if is_secret_key(key) => {
-                if !value.is_null() {
-                    *value = Value::String(MASK.to_owned());
-                }
-            }
+            _ if is_secret_key(key) => *value = Value::String(MASK.to_owned()),
             Value::String(s) => {
                 if let Some(masked) = mask_url_credentials(s) {
                     *s = masked;

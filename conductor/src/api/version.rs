@@ -153,10 +153,13 @@ mod tests {
         map
     }
 
+    /// Request headers, and the version negotiated (`Err(())`: refused with 406).
+    type Case<'a> = (&'a [(&'a str, &'a str)], Result<ApiVersion, ()>);
+
     #[test]
     fn negotiation_table() {
         let ok = |minor| Ok::<_, ()>(ApiVersion::new(1, minor));
-        let table: &[(&[(&str, &str)], Result<ApiVersion, ()>)] = &[
+        let table: &[Case] = &[
             (&[], ok(1)),
             (&[(VERSION_HEADER, "1.68")], ok(68)),
             (&[(VERSION_HEADER, " 1.22 ")], ok(22)),
