@@ -121,12 +121,27 @@ async fn provision_verbs_follow_the_state_machine() {
     assert_eq!(shown["provision_state"], json!("deploy failed"));
     assert!(shown["last_error"].as_str().unwrap().contains("Aborted"));
 
+    // A protected node is neither rebuilt nor torn down.
+    api.force(&node, &[Event::Deploy, Event::Done]).await;
+    let protect = json!([{"op": "replace", "path": "/protected", "value": true}]);
+    assert_eq!(api.patch(&format!("/v1/nodes/{node}"), protect).await.status, 200);
+    for verb in ["rebuild", "deleted", "undeploy"] {
+        api.put(&provision_path(&node), json!({"target": verb}))
+            .await
+            .assert_error(403, "protected");
+    }
+    api.delete(&format!("/v1/nodes/{node}")).await.assert_error(403, "protected");
+    let unprotect = json!([{"op": "replace", "path": "/protected", "value": false}]);
+    assert_eq!(api.patch(&format!("/v1/nodes/{node}"), unprotect).await.status, 200);
+    assert_eq!(api.state_of(&node).await, "active");
+    api.assert_no_task();
+
     // A node held by a conductor operation is busy.
     api.store.reserve(node.parse().unwrap(), "worker").await.unwrap();
     api.put(&provision_path(&node), json!({"target": "deleted"}))
         .await
         .assert_error(409, "locked by host worker");
-    assert_eq!(api.state_of(&node).await, "deploy failed");
+    assert_eq!(api.state_of(&node).await, "active");
     api.assert_no_task();
 }
 

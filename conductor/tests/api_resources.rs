@@ -47,6 +47,8 @@ async fn version_negotiation_and_headers() {
     assert_eq!(reply.headers()["OpenStack-API-Version"], "baremetal 1.73");
     let reply = api.call_v(Method::GET, "/v1/nodes", Some("1.115"), None).await;
     reply.assert_error(406, "[1.1, 1.110]");
+    let id = reply.header("X-OpenStack-Request-Id").unwrap();
+    assert!(id.starts_with("req-") && id.len() == 40, "{id}");
 }
 
 #[tokio::test]

@@ -55,13 +55,35 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError
 
 /// Parses `bytes` as `T`: syntax errors are "malformed JSON", shape errors (unknown
 /// fields, wrong types, missing fields) are "invalid request body"; both name the place.
+///
+/// String values quoted by the parser are replaced with `******`: the message is logged,
+/// and the value may be a password sent in the wrong place.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
-            ApiError::Invalid(format!("Invalid request body: {e}"))
+            ApiError::Invalid(format!("Invalid request body: {}", redact_strings(&e.to_string())))
         }
         _ => ApiError::MalformedJson(e.to_string()),
     })
+}
+
+/// `invalid type: string "hunter2", expected …` → `invalid type: string "******", expected …`.
+fn redact_strings(message: &str) -> String {
+    const OPEN: &str = "string \"";
+    const CLOSE: &str = "\", expected";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(OPEN) {
+        let value_start = start + OPEN.len();
+        let Some(len) = rest.get(value_start..).and_then(|tail| tail.find(CLOSE)) else {
+            break;
+        };
+        out.push_str(rest.get(..value_start).unwrap_or_default());
+        out.push_str("******");
+        rest = rest.get(value_start + len..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -85,5 +107,24 @@ mod tests {
             assert!(err.to_string().contains(fragment), "{body}: {err}");
         }
         assert_eq!(parse::<NodeCreate>(b"{\"driver\": \"x\"}").unwrap().driver, "x");
+    }
+
+    #[test]
+    fn string_values_are_not_echoed() {
+        let err = parse::<NodeCreate>(br#"{"driver": "x", "driver_info": "hunter2"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("string \"******\", expected"), "{err}");
+        for (message, want) in [
+            ("no strings here", "no strings here"),
+            (
+                "string \"a\", expected x; string \"b\", expected y",
+                "string \"******\", expected x; string \"******\", expected y",
+            ),
+            ("string \"unterminated", "string \"unterminated"),
+        ] {
+            assert_eq!(redact_strings(message), want);
+        }
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -151,21 +151,29 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// One span per request with the method, the path (no query string: it may carry a
-/// token) and the node it concerns, and one log line with the outcome.
+/// The response header naming the request, as Ironic sends it (`req-<uuid>`).
+pub const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
+
+/// One span per request with a request id, the method, the path (no query string: it may
+/// carry a token) and the node it concerns, and one log line with the outcome. The id is
+/// returned in `X-OpenStack-Request-Id` so that a client's report can be matched to logs.
 async fn request_span(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let node = node_in_path(&path).unwrap_or("");
-    let span = tracing::info_span!("request", %method, %path, node = %node);
+    let request_id = format!("req-{}", Uuid::new_v4());
+    let span = tracing::info_span!("request", id = %request_id, %method, %path, node = %node);
     async move {
         let started = std::time::Instant::now();
-        let response = next.run(request).await;
+        let mut response = next.run(request).await;
         tracing::debug!(
             status = response.status().as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "request done"
         );
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
         response
     }
     .instrument(span)
