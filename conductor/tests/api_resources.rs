@@ -234,6 +234,12 @@ async fn node_list_filters_pagination_and_sorting() {
     }
     assert_eq!(seen, uuids);
 
+    // The trailing-slash form python-ironicclient sends with a query string.
+    let slash = api.get("/v1/nodes/?provision_state=manageable&limit=1").await;
+    assert_eq!(slash.status, 200, "{}", slash.text);
+    assert_eq!(slash.body["nodes"][0]["name"], json!("n1"));
+    assert!(slash.body["next"].as_str().unwrap().contains("provision_state=manageable"));
+
     let desc = api.get("/v1/nodes?sort_key=name&sort_dir=desc").await;
     let names: Vec<&str> = desc.body["nodes"]
         .as_array()
@@ -449,6 +455,9 @@ async fn ports_crud_and_bad_input() {
     assert_eq!(by_name.body["ports"][0]["extra"], json!({"switch": "s1"}));
     let by_addr = api.get("/v1/ports?address=52:54:00:AB:CD:EF&fields=uuid,node_uuid").await;
     assert_eq!(by_addr.body["ports"][0]["node_uuid"], json!(node));
+    let by_node = api.get("/v1/ports/?node=other&detail=true").await;
+    assert_eq!(by_node.status, 200, "{}", by_node.text);
+    assert_eq!(by_node.body["ports"][0]["node_uuid"], json!(other));
     let filtered = api.get(&format!("/v1/ports/detail?node_uuid={other}")).await;
     assert_eq!(filtered.body["ports"].as_array().unwrap().len(), 1);
     api.get("/v1/ports?address=zz").await.assert_error(400, "MAC");

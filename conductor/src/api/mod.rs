@@ -31,6 +31,7 @@ use axum::Router;
 use ferric_shared::node::ProvisionRequest;
 use ferric_shared::states::{Event, PowerTarget, ProvisionVerb};
 use tokio::sync::mpsc;
+use tower::ServiceExt;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -143,12 +144,38 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/lookup", get(ramdisk::lookup))
         .route("/v1/heartbeat/{node}", post(ramdisk::heartbeat))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    main.merge(inspection)
+    let routes = main
+        .merge(inspection)
         .fallback(|| async { ApiError::NotFound("The resource could not be found.".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(version::version_layer))
         .layer(middleware::from_fn(request_span))
-        .with_state(state)
+        .with_state(state);
+    // Ironic answers `/v1/nodes/` like `/v1/nodes`, and python-ironicclient uses the
+    // slash form whenever it sends a query string; the path is normalised before routing.
+    Router::new().fallback_service(routes.map_request(strip_trailing_slash))
+}
+
+/// `/v1/nodes/?limit=1` → `/v1/nodes?limit=1`; `/` stays.
+fn strip_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() <= 1 || !path.ends_with('/') {
+        return request;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_owned(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 /// The response header naming the request, as Ironic sends it (`req-<uuid>`).
