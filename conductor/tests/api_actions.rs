@@ -322,6 +322,52 @@ async fn lookup_rules_and_token_issue_once() {
     assert!(!shown.text.contains(&token));
 }
 
+#[tokio::test]
+async fn concurrent_lookups_reveal_the_token_once() {
+    let api = start().await;
+    let node = waiting_node(&api).await;
+    let lookups = (0..8).map(|_| lookup_at(&api, Some("1.62"), "addresses=52:54:00:12:34:56"));
+    let replies = futures_join(lookups).await;
+    let tokens: Vec<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.body["config"]["agent_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let revealed: Vec<&String> = tokens.iter().filter(|t| t.as_str() != "******").collect();
+    assert_eq!(revealed.len(), 1, "{tokens:?}");
+    let stored = api.store.get_node(&node).await.unwrap();
+    assert_eq!(stored.driver_internal_info["agent_secret_token"], json!(revealed[0]));
+}
+
+/// Runs the futures concurrently on this task and collects their outputs in order.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, fut) in out.iter_mut().zip(set.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.unwrap()).collect()
+}
+
 async fn heartbeat_at(api: &Api, node: &str, version: &str, body: Value) -> api_support::Reply {
     api.call_v(Method::POST, &format!("/v1/heartbeat/{node}"), Some(version), Some(&body)).await
 }

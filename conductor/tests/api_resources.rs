@@ -189,6 +189,8 @@ async fn node_list_filters_pagination_and_sorting() {
 
     let detail = api.get("/v1/nodes/detail").await;
     assert_eq!(detail.body["nodes"].as_array().unwrap().len(), 5);
+    assert_eq!(detail.body["nodes"][0]["driver_info"]["test_password"], json!("******"));
+    assert!(!detail.text.contains("s3cret"), "a list leaked a password");
     assert!(detail.body["nodes"][0].get("driver_info").is_some());
     let detail = api.get("/v1/nodes?detail=true").await;
     assert!(detail.body["nodes"][0].get("driver_internal_info").is_some());
