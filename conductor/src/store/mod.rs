@@ -6,7 +6,11 @@
 //! handler. Reads use a separate pool and never wait for writers (WAL).
 //!
 //! The SQL is kept portable (plain types, JSON as TEXT, timestamps as BIGINT microseconds,
-//! `INSERT … ON CONFLICT`) so that a PostgreSQL backend can sit behind the same API.
+//! `INSERT … ON CONFLICT`, no JSON functions: JSON merges happen in Rust) so that a
+//! PostgreSQL backend can sit behind the same API. What a PostgreSQL backend would change:
+//! `$n` instead of `?` placeholders, `BEGIN IMMEDIATE` (here: take the write lock at once)
+//! becomes a plain `BEGIN` with row locks, `id INTEGER PRIMARY KEY` becomes `BIGSERIAL`,
+//! the connection PRAGMAs go, and unique violations name constraints instead of columns.
 //!
 //! Domain types ([`Node`], [`Port`]) are deliberately not `Serialize`: the API layer owns
 //! the wire representation.
@@ -16,7 +20,6 @@ mod nodes;
 mod ports;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use ferric_shared::states::{Event, ProvisionState};
@@ -94,8 +97,7 @@ impl Store {
                 source: sqlx::Error::Io(err),
             })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?
+        let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

@@ -424,13 +424,12 @@ impl NodeSortKey {
     /// comparisons total.
     fn expr(self, t: &str) -> String {
         match self {
-            NodeSortKey::Id | NodeSortKey::Uuid | NodeSortKey::Driver => {
-                format!("{t}.{}", self.as_str())
-            }
-            NodeSortKey::ProvisionState | NodeSortKey::Maintenance => {
-                format!("{t}.{}", self.as_str())
-            }
-            NodeSortKey::CreatedAt => format!("{t}.created_at"),
+            NodeSortKey::Id
+            | NodeSortKey::Uuid
+            | NodeSortKey::Driver
+            | NodeSortKey::ProvisionState
+            | NodeSortKey::Maintenance
+            | NodeSortKey::CreatedAt => format!("{t}.{}", self.as_str()),
             NodeSortKey::UpdatedAt | NodeSortKey::ProvisionUpdatedAt => {
                 format!("COALESCE({t}.{}, -1)", self.as_str())
             }
@@ -1001,25 +1000,30 @@ impl Store {
     /// when someone (including `holder` itself: locks do not nest) has it.
     pub async fn reserve(&self, uuid: Uuid, holder: &str) -> Result<(), StoreError> {
         let id = uuid.to_string();
-        let done =
-            sqlx::query("UPDATE nodes SET reservation = ? WHERE uuid = ? AND reservation IS NULL")
-                .bind(holder)
-                .bind(&id)
-                .execute(&self.write)
-                .await?;
-        if done.rows_affected() == 1 {
-            return Ok(());
-        }
+        let mut tx = self.write_tx().await?;
         let current: Option<(Option<String>,)> =
             sqlx::query_as("SELECT reservation FROM nodes WHERE uuid = ?")
                 .bind(&id)
-                .fetch_optional(&self.write)
+                .fetch_optional(&mut *tx)
                 .await?;
         match current {
             None => Err(StoreError::NodeNotFound(id)),
             Some((Some(holder),)) => Err(StoreError::Locked { uuid, holder }),
-            // Released between the two statements: the caller may simply retry.
-            Some((None,)) => Err(StoreError::Locked { uuid, holder: String::new() }),
+            Some((None,)) => {
+                // Still conditional: the lock must be free at the moment it is taken.
+                let done = sqlx::query(
+                    "UPDATE nodes SET reservation = ? WHERE uuid = ? AND reservation IS NULL",
+                )
+                .bind(holder)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                match done.rows_affected() {
+                    1 => Ok(()),
+                    _ => Err(StoreError::NodeNotFound(id)),
+                }
+            }
         }
     }
 
