@@ -576,6 +576,18 @@ async fn continue_inspection_matches_stores_and_answers_by_version() {
     assert_eq!(reply.status, 202, "{}", reply.text);
     api.next_task();
 
+    // Reports may carry compressed logs: more than the general 1 MiB limit is accepted.
+    let mut big = inspection_body();
+    big["logs"] = json!("A".repeat(3 << 20));
+    let reply = api.call_v(Method::POST, path, None, Some(&big)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    api.next_task();
+    let stored = api.store.get_inspection_data(node.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored["logs"].as_str().unwrap().len(), 3 << 20);
+    big["logs"] = json!("A".repeat(40 << 20));
+    let reply = api.call_v(Method::POST, path, None, Some(&big)).await;
+    reply.assert_error(413, "larger");
+
     for (version, query, body, status, fragment) in [
         (Some("1.50"), "", inspection_body(), 404, "1.84"),
         (None, "?node_uuid=x", inspection_body(), 400, "1.84"),
