@@ -13,5 +13,7 @@ pub mod hints;
 pub mod image_info;
 pub mod inventory;
 pub mod lookup;
+pub mod node;
+pub mod port;
 pub mod states;
 pub mod steps;
