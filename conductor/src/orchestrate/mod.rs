@@ -2,3 +2,4 @@
 //! restartable: the node's state in the store says where a flow stands.
 
 pub mod plan;
+pub mod worker;
