@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ferric_conductor::config::ConductorConfig;
 use ferric_conductor::service;
 use ferric_conductor::store::{Node, Store, Transition};
-use ferric_shared::states::{Event, ProvisionState};
+use ferric_shared::states::Event;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -24,9 +24,11 @@ impl Conductor {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut config = ConductorConfig::default();
-        config.data_dir = dir.path().to_owned();
-        config.listen = addr;
+        let config = ConductorConfig {
+            data_dir: dir.path().to_owned(),
+            listen: addr,
+            ..ConductorConfig::default()
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             service::run_on(config, listener, service::default_drivers(), async move {
