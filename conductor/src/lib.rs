@@ -2,6 +2,7 @@
 //! (`ferric conductor`) and the operator CLI (`ferric node …`, `ferric port …`).
 
 pub mod bmc;
+pub mod cli;
 
 /// The conductor's version, as reported by `ferric --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
