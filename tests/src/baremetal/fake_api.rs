@@ -597,7 +597,9 @@ fn list_nodes(
         .filter(|n| q.get("provision_state").is_none_or(|s| n["provision_state"] == s.as_str()))
         .filter(|n| q.get("driver").is_none_or(|s| n["driver"] == s.as_str()))
         .filter(|n| q.get("resource_class").is_none_or(|s| n["resource_class"] == s.as_str()))
-        .filter(|n| q.get("maintenance").is_none_or(|s| n["maintenance"] == (s == "true")))
+        .filter(|n| {
+            q.get("maintenance").is_none_or(|s| n["maintenance"] == s.eq_ignore_ascii_case("true"))
+        })
         .cloned()
         .collect();
     let sort_key = q.get("sort_key").map(String::as_str).unwrap_or("uuid").to_owned();
