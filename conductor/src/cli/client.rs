@@ -161,7 +161,7 @@ impl ApiClient {
             let response = request.send().await.map_err(|source| ApiClientError::Transport {
                 method: method.clone(),
                 url: url.to_string(),
-                source,
+                source: source.without_url(),
             })?;
             let status = response.status();
             let header = |name: &str| {
@@ -172,7 +172,7 @@ impl ApiClient {
             let bytes = response.bytes().await.map_err(|source| ApiClientError::Transport {
                 method: method.clone(),
                 url: url.to_string(),
-                source,
+                source: source.without_url(),
             })?;
             if let Some(max) = max {
                 self.remember_max(max);

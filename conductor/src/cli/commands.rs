@@ -572,20 +572,16 @@ async fn wait_loop(ctx: &mut Ctx<'_, '_>, node: &str, mut waiter: Waiter) -> Res
         let outcome = waiter.observe(elapsed, &states);
         let heartbeat = last_heartbeat(ctx, node).await;
         let line = wait::progress_line(node, &states, elapsed, heartbeat);
-        if live {
-            // Redraw one line: carriage return, clear to end of line.
-            write!(ctx.console.status, "\r\x1b[2K{line}").map_err(CliError::Output)?;
+        let due = live
+            || outcome.is_some()
+            || last_printed.is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
+        if due {
+            let text = wait::progress_output(live, &line, outcome.is_some());
+            ctx.console.status.write_all(text.as_bytes()).map_err(CliError::Output)?;
             ctx.console.status.flush().map_err(CliError::Output)?;
-        } else if outcome.is_some()
-            || last_printed.is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
-        {
-            ctx.status(&line)?;
             last_printed = Some(Instant::now());
         }
         if let Some(outcome) = outcome {
-            if live {
-                writeln!(ctx.console.status).map_err(CliError::Output)?;
-            }
             if ctx.format == Format::Json {
                 ctx.print_json(&json!({
                     "provision_state": states.provision_state,

@@ -286,3 +286,218 @@ fn clap_definition_is_consistent() {
     use clap::CommandFactory;
     Cli::command().debug_assert();
 }
+
+mod requests {
+    use ferric_shared::api_version::ApiVersion;
+    use ferric_shared::states::{PowerTarget, ProvisionVerb};
+    use serde_json::{json, Map, Value};
+
+    use super::super::commands::*;
+    use super::*;
+
+    fn create(args: &[&str]) -> NodeCreate {
+        let mut full = vec!["node", "create"];
+        full.extend_from_slice(args);
+        match node(&full) {
+            NodeCommand::Create(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_bodies_and_versions() {
+        let (body, version) = node_create_body(&create(&[
+            "--driver",
+            "ipmi",
+            "--name",
+            "n1",
+            "--driver-info",
+            "ipmi_port=623",
+            "--driver-info",
+            "ipmi_address=10.0.0.5",
+            "--property",
+            "cpus=4",
+            "--property",
+            r#"capabilities={"boot_mode": "uefi"}"#,
+        ]))
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"driver": "ipmi", "name": "n1",
+                   "driver_info": {"ipmi_port": "623", "ipmi_address": "10.0.0.5"},
+                   "properties": {"cpus": "4", "capabilities": {"boot_mode": "uefi"}}})
+        );
+        assert_eq!(version, ApiVersion::MINIMUM);
+        let (_, version) =
+            node_create_body(&create(&["--driver", "ipmi", "--resource-class", "gold"])).unwrap();
+        assert_eq!(version, ApiVersion::new(1, 21));
+        let (body, version) =
+            node_create_body(&create(&["--driver", "ipmi", "--boot-interface", "ipxe"])).unwrap();
+        assert_eq!(
+            (body["boot_interface"].clone(), version),
+            (json!("ipxe"), ApiVersion::new(1, 31))
+        );
+        assert!(node_create_body(&create(&["--driver", "x", "--extra", "novalue"])).is_err());
+    }
+
+    #[test]
+    fn list_queries() {
+        let NodeCommand::List(plain) = node(&["node", "list"]) else { panic!() };
+        assert_eq!(
+            node_list_query(&plain),
+            [("fields", "uuid,name,instance_uuid,power_state,provision_state,maintenance".into())]
+        );
+        let NodeCommand::List(long) = node(&[
+            "node",
+            "list",
+            "--long",
+            "--no-maintenance",
+            "--provision-state",
+            "active",
+            "--sort",
+            "name:desc",
+            "--limit",
+            "10",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            node_list_query(&long),
+            [
+                ("provision_state", "active".to_owned()),
+                ("maintenance", "false".to_owned()),
+                ("sort_key", "name".to_owned()),
+                ("sort_dir", "desc".to_owned()),
+                ("limit", "10".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn next_markers() {
+        let table = [
+            (json!({"nodes": [], "next": "http://h/v1/nodes?limit=2&marker=abc"}), Some("abc")),
+            (json!({"nodes": [], "next": "http://h/v1/nodes?marker=a%20b"}), Some("a b")),
+            (json!({"nodes": [], "next": "not a url"}), None),
+            (json!({"nodes": [], "next": "http://h/v1/nodes?limit=2"}), None),
+            (json!({"nodes": []}), None),
+            (json!({"nodes": [], "next": 7}), None),
+        ];
+        for (reply, marker) in table {
+            assert_eq!(next_marker(&reply).as_deref(), marker, "{reply}");
+        }
+    }
+
+    #[test]
+    fn power_bodies() {
+        let table = [
+            (PowerTarget::On, None, json!({"target": "power on"}), ApiVersion::MINIMUM),
+            (PowerTarget::Rebooting, None, json!({"target": "rebooting"}), ApiVersion::MINIMUM),
+            (
+                PowerTarget::Off,
+                Some(30),
+                json!({"target": "power off", "timeout": 30}),
+                ApiVersion::new(1, 27),
+            ),
+            (
+                PowerTarget::SoftPowerOff,
+                None,
+                json!({"target": "soft power off"}),
+                ApiVersion::new(1, 27),
+            ),
+        ];
+        for (target, timeout, body, version) in table {
+            assert_eq!(power_body(target, timeout), (body, version), "{target}");
+        }
+    }
+
+    #[test]
+    fn provision_bodies_and_versions() {
+        let (body, need) = provision_body(ProvisionVerb::Manage, Map::new());
+        assert_eq!(body, json!({"target": "manage"}));
+        assert_eq!((need.preferred, need.minimum), (PREFERRED_VERSION, ApiVersion::new(1, 4)));
+
+        let mut extra = Map::new();
+        extra.insert("configdrive".into(), json!({"meta_data": {}}));
+        let (body, need) = provision_body(ProvisionVerb::Active, extra);
+        assert_eq!(body, json!({"target": "active", "configdrive": {"meta_data": {}}}));
+        assert_eq!(need.minimum, ApiVersion::new(1, 56));
+
+        let mut extra = Map::new();
+        extra.insert("configdrive".into(), Value::String("H4sI".into()));
+        let (_, need) = provision_body(ProvisionVerb::Rebuild, extra);
+        assert_eq!(need.minimum, ApiVersion::MINIMUM);
+
+        let (_, need) = provision_body(ProvisionVerb::Abort, Map::new());
+        assert_eq!(
+            (need.preferred, need.minimum),
+            (ApiVersion::new(1, 110), ApiVersion::new(1, 13))
+        );
+        let (_, need) = provision_body(ProvisionVerb::Clean, Map::new());
+        assert_eq!(need.minimum, ApiVersion::new(1, 15));
+    }
+
+    #[test]
+    fn set_and_unset_patches() {
+        let NodeCommand::Set(set) = node(&[
+            "node",
+            "set",
+            "n1",
+            "--name",
+            "n2",
+            "--resource-class",
+            "gold",
+            "--instance-info",
+            "image_source=http://i/x.raw",
+            "--extra",
+            "a/b=1",
+        ]) else {
+            panic!()
+        };
+        let (patch, version) = node_set_patch(&set).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "add", "path": "/name", "value": "n2"},
+                {"op": "add", "path": "/resource_class", "value": "gold"},
+                {"op": "add", "path": "/instance_info/image_source", "value": "http://i/x.raw"},
+                {"op": "add", "path": "/extra/a/b", "value": "1"},
+            ])
+        );
+        assert_eq!(version, ApiVersion::new(1, 21));
+        let NodeCommand::Set(empty) = node(&["node", "set", "n1"]) else { panic!() };
+        assert!(matches!(node_set_patch(&empty), Err(CliError::NothingToChange)));
+
+        let NodeCommand::Unset(unset) =
+            node(&["node", "unset", "n1", "--driver-info", "ipmi_password", "--name"])
+        else {
+            panic!()
+        };
+        let (patch, _) = node_unset_patch(&unset).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "remove", "path": "/name"},
+                {"op": "remove", "path": "/driver_info/ipmi_password"},
+            ])
+        );
+        let NodeCommand::Unset(empty) = node(&["node", "unset", "n1"]) else { panic!() };
+        assert!(matches!(node_unset_patch(&empty), Err(CliError::NothingToChange)));
+    }
+
+    #[test]
+    fn wait_errors_read_well() {
+        let failed = CliError::WaitFailed {
+            node: "n1".into(),
+            state: "deploy failed".into(),
+            last_error: Some("Timeout reached while waiting for callback".into()),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "node n1 ended in deploy failed: Timeout reached while waiting for callback"
+        );
+        let silent =
+            CliError::WaitFailed { node: "n1".into(), state: "enroll".into(), last_error: None };
+        assert_eq!(silent.to_string(), "node n1 ended in enroll (no last_error recorded)");
+    }
+}

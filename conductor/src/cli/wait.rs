@@ -174,6 +174,17 @@ pub fn progress_line(
     format!("{node}: {state} -> {target}, {} elapsed, {beat}", format_duration(elapsed))
 }
 
+/// What to write for one progress report: on a terminal the line is redrawn in place
+/// (carriage return, erase line) and ended only when the wait is over; elsewhere every
+/// report is a line of its own.
+pub fn progress_output(live: bool, line: &str, finished: bool) -> String {
+    match (live, finished) {
+        (true, false) => format!("\r\x1b[2K{line}"),
+        (true, true) => format!("\r\x1b[2K{line}\n"),
+        (false, _) => format!("{line}\n"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +397,14 @@ mod tests {
         for (text, age) in table {
             assert_eq!(heartbeat_age(text, now), age, "{text}");
         }
+    }
+
+    #[test]
+    fn progress_output_redraws_on_a_terminal_only() {
+        assert_eq!(progress_output(true, "a", false), "\r\x1b[2Ka");
+        assert_eq!(progress_output(true, "b", true), "\r\x1b[2Kb\n");
+        assert_eq!(progress_output(false, "a", false), "a\n");
+        assert_eq!(progress_output(false, "b", true), "b\n");
     }
 
     #[test]
