@@ -24,7 +24,10 @@ fi
 
 command -v "$python" >/dev/null || { echo "setup-venv: $python not found" >&2; exit 1; }
 if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv"
+  "$python" -m venv "$venv" || {
+    echo "setup-venv: '$python -m venv' failed; on Debian/Ubuntu install python3-venv" >&2
+    exit 1
+  }
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 # python-ironicclient pulls in osc-lib, openstacksdk and keystoneauth1, which provide the

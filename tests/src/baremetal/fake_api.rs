@@ -55,6 +55,8 @@ struct Inner {
     steps_per_read: usize,
     /// No new simulated work is scheduled (operations never finish).
     frozen: bool,
+    /// Ironic's `[api]max_limit`: the page size when a list request names no `limit`.
+    max_limit: Option<usize>,
     next_id: u64,
     clock: u64,
 }
@@ -154,6 +156,12 @@ impl FakeIronicApi {
     /// poll slowly (the `baremetal` CLI's `--wait` polls every 10 s).
     pub fn set_steps_per_read(&self, steps: usize) {
         lock(&self.inner).steps_per_read = steps;
+    }
+
+    /// Pages node lists by `max_limit` when the request gives no `limit`, as Ironic's
+    /// `[api]max_limit` does.
+    pub fn set_max_limit(&self, max_limit: usize) {
+        lock(&self.inner).max_limit = Some(max_limit);
     }
 
     /// Stops simulated work: every pending step of every node is dropped.
@@ -618,10 +626,11 @@ fn list_nodes(
             l.parse::<usize>()
                 .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "Invalid limit"))?,
         ),
-        None => None,
+        None => inner.max_limit,
     };
     let mut next = None;
-    if let Some(limit) = limit.filter(|l| *l > 0 && nodes.len() > *l) {
+    // Like Ironic, a full page gets a `next` link even when nothing follows it.
+    if let Some(limit) = limit.filter(|l| *l > 0 && nodes.len() >= *l) {
         nodes.truncate(limit);
         if let Some(last) = nodes.last().and_then(|n| n["uuid"].as_str()) {
             let path = if detail { "nodes/detail" } else { "nodes" };

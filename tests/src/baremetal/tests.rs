@@ -233,14 +233,22 @@ async fn ferric_create_list_show_set_unset_delete() {
     assert!(lines[3].contains("| enroll ") && lines[3].ends_with("| False       |"), "{table}");
     assert!(lines.iter().all(|l| l.chars().count() == lines[0].chars().count()), "{table}");
 
-    // Paging: one node per page, all pages followed.
+    // Paging: the server pages by one node; ferric follows `next` to the end unless a
+    // `--limit` asks for one page.
+    api.set_max_limit(1);
     api.clear_requests();
-    let ferric_list =
-        ferric_ok(&api, &["node", "list", "-f", "json", "--sort", "name"]).await.json().unwrap();
-    assert_eq!(ferric_list.as_array().unwrap().len(), 2);
-    let limited =
+    let all = ferric_ok(&api, &["node", "list", "-f", "json"]).await.json().unwrap();
+    let names: Vec<&str> =
+        all.as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["rack1-u07", "rack1-u08"]);
+    let lists: Vec<_> = api.requests().into_iter().filter(|r| r.path == "/v1/nodes").collect();
+    assert_eq!(lists.len(), 3, "two full pages and an empty one: {lists:?}");
+    assert!(lists[1].query.as_deref().unwrap_or_default().contains("marker="), "{lists:?}");
+    let one =
         ferric_ok(&api, &["node", "list", "-f", "json", "--limit", "1"]).await.json().unwrap();
-    assert_eq!(limited.as_array().unwrap().len(), 1);
+    assert_eq!(one.as_array().unwrap().len(), 1);
 
     let shown = ferric_ok(&api, &["node", "show", "rack1-u07", "-f", "json"]).await.json().unwrap();
     assert_eq!(shown["driver_info"]["ipmi_password"], "******");
