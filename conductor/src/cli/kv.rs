@@ -1,7 +1,6 @@
 //! Parsers for the operator's `KEY=VALUE` arguments and for JSON arguments that may also
 //! name a file (`--clean-steps @steps.json`, `--config-drive path`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -217,11 +216,6 @@ impl PatchBuilder {
     pub fn into_value(self) -> Value {
         Value::Array(self.ops)
     }
-}
-
-/// Sorted view of an object, for stable rendering.
-pub fn sorted(object: &Map<String, Value>) -> BTreeMap<&str, &Value> {
-    object.iter().map(|(k, v)| (k.as_str(), v)).collect()
 }
 
 #[cfg(test)]

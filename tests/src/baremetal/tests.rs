@@ -412,6 +412,17 @@ async fn ferric_power_maintenance_boot_device_validate_ports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferric_reads_the_api_url_from_the_environment() {
+    let api = FakeIronicApi::start(FAKE_MAX).await.unwrap();
+    let mut command = tokio::process::Command::new(ferric_binary().unwrap());
+    command.args(["node", "list", "-f", "json"]).env("FERRIC_URL", api.url());
+    let out = run_child(command, "ferric node list").await.unwrap();
+    out.ensure_success("ferric node list").unwrap();
+    assert_eq!(out.json().unwrap(), json!([]));
+    assert_eq!(api.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferric_negotiates_with_older_servers() {
     // The server is older than ferric's preferred 1.73: one 406, then the server's max.
     let api = FakeIronicApi::start(ApiVersion::new(1, 60)).await.unwrap();
