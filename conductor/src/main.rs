@@ -2,21 +2,28 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use ferric_conductor::cli::{self, Cli, Console};
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") | Some("-V") => {
-            println!("ferric {}", ferric_conductor::VERSION);
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ferric: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
         }
-        Some("--help") | Some("-h") | None => {
-            println!("ferric {}: bare-metal provisioning conductor", ferric_conductor::VERSION);
-            println!("The conductor service and the operator CLI are not part of this build yet.");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("ferric: '{other}' is not available in this build yet");
-            ExitCode::from(2)
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    let mut console =
+        Console { out: &mut stdout, status: &mut stderr, live: Console::stderr_is_tty() };
+    match runtime.block_on(cli::run(cli, &mut console)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The whole chain: "GET … failed: error sending request: connection refused".
+            eprintln!("ferric: {:#}", anyhow::Error::new(error));
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,2 +1,3 @@
 pub mod agent_process;
+pub mod baremetal;
 pub mod fake_conductor;
