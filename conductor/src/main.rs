@@ -7,7 +7,21 @@ use ferric_conductor::cli::{self, Cli, Console};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let service = matches!(cli.command, cli::Command::Conductor(_));
+    let mut builder = if service {
+        // The service: logs on stderr (`FERRIC_LOG` filters), one worker per core.
+        let filter = tracing_subscriber::EnvFilter::try_from_env("FERRIC_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=info"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ferric: cannot start the async runtime: {error}");

@@ -57,6 +57,10 @@ pub enum CliError {
     DeleteFailed { failed: usize, total: usize },
     #[error("{field} in the API reply is missing or not {expected}")]
     ReplyShape { field: &'static str, expected: &'static str },
+    #[error("configuration")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("conductor service")]
+    Service(#[from] crate::service::ServiceError),
 }
 
 fn last_error_suffix(last_error: &Option<String>) -> String {
@@ -131,12 +135,19 @@ impl Ctx<'_, '_> {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli, console: &mut Console<'_>) -> Result<(), CliError> {
+    if let Command::Conductor(args) = &cli.command {
+        let overrides =
+            crate::config::ConfigOverrides { data_dir: args.data_dir.clone(), listen: args.listen };
+        let config = crate::config::ConductorConfig::load_with(args.config.as_deref(), &overrides)?;
+        return Ok(crate::service::run(config).await?);
+    }
     let api = ApiClient::new(&cli.url, cli.cacert.as_deref())?;
     let mut ctx =
         Ctx { api, format: cli.format, poll: Duration::from_millis(cli.poll_interval_ms), console };
     match cli.command {
         Command::Node(command) => node_command(&mut ctx, *command).await,
         Command::Port(command) => port_command(&mut ctx, command).await,
+        Command::Conductor(_) => Ok(()),
     }
 }
 

@@ -58,6 +58,22 @@ pub enum Command {
     /// Ports: the MAC addresses that identify a node's NICs.
     #[command(subcommand)]
     Port(PortCommand),
+    /// Run the conductor service (the API, the worker, iPXE scripts, images).
+    Conductor(ConductorArgs),
+}
+
+/// `ferric conductor [--config FILE] [--data-dir DIR] [--listen ADDR]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConductorArgs {
+    /// Configuration file (TOML); every key has a default, see `ferric.example.toml`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the database and images live (default `./ferric-data`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the API (default 127.0.0.1:6385).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
