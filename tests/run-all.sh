@@ -27,6 +27,9 @@ echo "ferric-agent: $size bytes"
 step "agent unit tests on musl"
 cargo test --locked --target x86_64-unknown-linux-musl -p ferric-agent --lib
 
+step "real peers (python-ironicclient's baremetal CLI)"
+bash tests/peers/setup-venv.sh target/baremetal-venv
+
 step "all tests (host target)"
 export FERRIC_AGENT_BIN="$PWD/$bin"
 cargo test --workspace --locked
