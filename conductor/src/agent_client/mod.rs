@@ -917,7 +917,8 @@ mod tests {
                 {"step": "burnin_cpu", "priority": 0, "interface": "deploy"}
             ]
         }));
-        let table: [(&[(&str, i64)], &[(&str, i64)]); 4] = [
+        type Priorities = &'static [(&'static str, i64)];
+        let table: [(Priorities, Priorities); 4] = [
             (&[], &[("erase_devices_metadata", 99), ("erase_devices", 10)]),
             (&[("erase_devices", 0)], &[("erase_devices_metadata", 99)]),
             (
