@@ -189,6 +189,8 @@ struct Reply {
 /// Client for one node's agent.
 pub struct AgentClient {
     http: reqwest::Client,
+    /// `agent_url` without a trailing slash, for messages.
+    base: String,
     /// `<agent_url>/v1/commands/`, without query.
     commands_url: Url,
     token: Option<String>,
@@ -344,9 +346,12 @@ impl AgentClient {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(config.command_timeout)
+            // The token rides in the query string; it must not follow a redirect elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(AgentClientError::ClientSetup)?;
-        Ok(Self { http, commands_url, token: token.map(str::to_owned), config })
+        let base = base.as_str().trim_end_matches('/').to_owned();
+        Ok(Self { http, base, commands_url, token: token.map(str::to_owned), config })
     }
 
     /// A client from a node's `driver_internal_info` (`agent_url`, `agent_secret_token`,
@@ -366,7 +371,7 @@ impl AgentClient {
 
     /// The agent's base URL as given (scheme, host, port), for logs.
     pub fn agent_url(&self) -> &str {
-        self.commands_url.as_str().trim_end_matches("v1/commands/").trim_end_matches('/')
+        &self.base
     }
 
     pub fn config(&self) -> &AgentClientConfig {
@@ -380,14 +385,11 @@ impl AgentClient {
                 segments.pop_if_empty().push(id);
             }
         }
-        {
-            let mut query = url.query_pairs_mut();
-            if let Some(wait) = wait {
-                query.append_pair("wait", if wait { "true" } else { "false" });
-            }
-            if let Some(token) = &self.token {
-                query.append_pair("agent_token", token);
-            }
+        let wait = wait.map(|w| ("wait", if w { "true" } else { "false" }));
+        let token = self.token.as_deref().map(|t| ("agent_token", t));
+        let pairs: Vec<(&str, &str)> = wait.into_iter().chain(token).collect();
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
         }
         url
     }
@@ -538,7 +540,12 @@ impl AgentClient {
     ) -> Result<CommandResult, AgentClientError> {
         let params = match serde_json::to_value(params) {
             Ok(Value::Object(map)) => map,
-            Ok(_) => Map::new(),
+            Ok(_) => {
+                let source = <serde_json::Error as serde::ser::Error>::custom(
+                    "command parameters must be a JSON object",
+                );
+                return Err(AgentClientError::Params { command: name.to_owned(), source });
+            }
             Err(source) => {
                 return Err(AgentClientError::Params { command: name.to_owned(), source })
             }
@@ -834,21 +841,26 @@ mod tests {
     fn command_urls_carry_wait_and_token_as_query() {
         let client = AgentClient::new(
             "http://10.0.0.5:9999/",
-            Some("tok"),
+            Some("s3cr3t"),
             None,
             AgentClientConfig::default(),
         )
         .unwrap();
         assert_eq!(
             client.url(None, Some(false)).as_str(),
-            "http://10.0.0.5:9999/v1/commands/?wait=false&agent_token=tok"
+            "http://10.0.0.5:9999/v1/commands/?wait=false&agent_token=s3cr3t"
         );
         assert_eq!(
             client.url(Some("abc"), Some(true)).as_str(),
-            "http://10.0.0.5:9999/v1/commands/abc?wait=true&agent_token=tok"
+            "http://10.0.0.5:9999/v1/commands/abc?wait=true&agent_token=s3cr3t"
         );
         assert_eq!(client.agent_url(), "http://10.0.0.5:9999");
-        assert!(!format!("{client:?}").contains("tok\""));
+        let debug = format!("{client:?}");
+        assert!(debug.contains("******") && !debug.contains("s3cr3t"), "{debug}");
+        let prefixed =
+            AgentClient::new("http://h:9999/agent/", None, None, AgentClientConfig::default())
+                .unwrap();
+        assert_eq!(prefixed.url(None, None).as_str(), "http://h:9999/agent/v1/commands/");
     }
 
     #[test]
