@@ -288,6 +288,26 @@ async fn unknown_commands_are_http_errors_with_the_faultstring() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_command_is_command_failed_with_the_agents_error() {
+    let agent = Agent::start_with(Some(cert()), |h| {
+        std::fs::remove_file(h.path("/proc/cpuinfo")).unwrap();
+    })
+    .await;
+    let client = agent.client(fast_config());
+    let err = guard("get_hardware_info", client.get_hardware_info()).await.unwrap_err();
+    let AgentClientError::CommandFailed { command, command_error } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(command, "poll.get_hardware_info");
+    assert_eq!(command_error.kind, "CommandExecutionError");
+    assert!(command_error.details.contains("/proc/cpuinfo"), "{command_error:?}");
+    let listed = guard("commands", client.commands()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].command_status, CommandStatus::Failed);
+    assert_eq!(listed[0].command_error.as_ref(), Some(command_error));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_off_reaches_the_power_control() {
     let agent = Agent::start(Some(cert())).await;
     let client = agent.client(fast_config());

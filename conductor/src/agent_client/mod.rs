@@ -905,6 +905,31 @@ mod tests {
     }
 
     #[test]
+    fn partition_uuid_keys_have_spaces() {
+        let table = [
+            (json!({}), PartitionUuids::default()),
+            (
+                json!({"root uuid": "0x1234abcd"}),
+                PartitionUuids { root_uuid: Some("0x1234abcd".into()), ..Default::default() },
+            ),
+            (
+                json!({"partitions": {"root": "/dev/sda2"}, "root uuid": "r",
+                    "efi system partition uuid": "e", "PReP Boot partition uuid": null}),
+                PartitionUuids {
+                    root_uuid: Some("r".into()),
+                    efi_system_partition_uuid: Some("e".into()),
+                    prep_boot_partition_uuid: None,
+                    partitions: Some(json!({"root": "/dev/sda2"})),
+                },
+            ),
+        ];
+        for (wire, expected) in table {
+            assert_eq!(serde_json::from_value::<PartitionUuids>(wire.clone()).unwrap(), expected);
+        }
+        assert!(serde_json::from_value::<PartitionUuids>(json!({"root uuid": 5})).is_err());
+    }
+
+    #[test]
     fn short_names() {
         for (full, short) in
             [("clean.execute_clean_step", "execute_clean_step"), ("sync", "sync"), ("a.b.c", "b.c")]
