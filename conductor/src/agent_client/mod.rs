@@ -495,6 +495,7 @@ impl AgentClient {
     /// agent replies once the command is done. A `FAILED` result is returned as
     /// [`AgentClientError::CommandFailed`]; anything else (also `RUNNING` and
     /// `CLEAN_VERSION_MISMATCH`) as the result.
+    #[tracing::instrument(level = "debug", skip_all, fields(command = name, agent = %self.base))]
     pub async fn execute(
         &self,
         name: &str,
