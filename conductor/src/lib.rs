@@ -1,6 +1,7 @@
 //! `ferric-conductor`: the host side of Ferric — the Ironic-compatible API service
 //! (`ferric conductor`) and the operator CLI (`ferric node …`, `ferric port …`).
 
+pub mod agent_client;
 pub mod api;
 pub mod bmc;
 pub mod boot;
