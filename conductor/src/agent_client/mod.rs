@@ -18,7 +18,6 @@
 pub mod image;
 pub mod progress;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferric_shared::command::{CommandError, CommandRequest, CommandResult, CommandStatus};
@@ -751,28 +750,6 @@ fn finished(name: &str, result: CommandResult) -> Result<CommandResult, AgentCli
     Err(AgentClientError::CommandFailed { command: name.to_owned(), command_error })
 }
 
-/// Steps the agent offered, flattened and ordered as automated runs take them: priority
-/// above zero only (after `overrides`, where 0 disables), highest first; ties keep the
-/// agent's order.
-pub fn automated_steps(
-    offered: &GetStepsResult,
-    overrides: &BTreeMap<String, i64>,
-) -> Vec<NodeStep> {
-    let mut steps: Vec<NodeStep> = offered
-        .all_steps()
-        .filter_map(|step| {
-            let priority = overrides.get(&step.step).copied().unwrap_or(step.priority);
-            (priority > 0).then(|| {
-                let mut node_step = step.to_node_step(Map::new());
-                node_step.priority = Some(priority);
-                node_step
-            })
-        })
-        .collect();
-    steps.sort_by_key(|s| std::cmp::Reverse(s.priority.unwrap_or(0)));
-    steps
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -937,47 +914,5 @@ mod tests {
         {
             assert_eq!(short_name(full), short);
         }
-    }
-
-    fn offered(steps: Value) -> GetStepsResult {
-        serde_json::from_value(json!({"clean_steps": steps,
-            "hardware_manager_version": {"generic_hardware_manager": "1.2"}}))
-        .unwrap()
-    }
-
-    #[test]
-    fn automated_steps_order_and_overrides() {
-        let steps = offered(json!({
-            "GenericHardwareManager": [
-                {"step": "erase_devices", "priority": 10, "interface": "deploy"},
-                {"step": "erase_devices_metadata", "priority": 99, "interface": "deploy"},
-                {"step": "erase_pstore", "priority": 0, "interface": "deploy"},
-                {"step": "burnin_cpu", "priority": 0, "interface": "deploy"}
-            ]
-        }));
-        type Priorities = &'static [(&'static str, i64)];
-        let table: [(Priorities, Priorities); 4] = [
-            (&[], &[("erase_devices_metadata", 99), ("erase_devices", 10)]),
-            (&[("erase_devices", 0)], &[("erase_devices_metadata", 99)]),
-            (
-                &[("erase_pstore", 50), ("erase_devices", 100)],
-                &[("erase_devices", 100), ("erase_devices_metadata", 99), ("erase_pstore", 50)],
-            ),
-            (&[("erase_devices", 0), ("erase_devices_metadata", 0)], &[]),
-        ];
-        for (overrides, expected) in table {
-            let overrides: BTreeMap<String, i64> =
-                overrides.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-            let got: Vec<(String, i64)> = automated_steps(&steps, &overrides)
-                .into_iter()
-                .map(|s| (s.step, s.priority.unwrap()))
-                .collect();
-            let expected: Vec<(String, i64)> =
-                expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-            assert_eq!(got, expected, "{overrides:?}");
-        }
-        let first = &automated_steps(&steps, &BTreeMap::new())[0];
-        assert_eq!(first.requires_ramdisk, Some(true));
-        assert_eq!(first.interface, "deploy");
     }
 }
