@@ -8,12 +8,10 @@
 //! (once per process): cargo decides whether the sources changed, and does nothing when
 //! they did not.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -22,16 +20,8 @@ use anyhow::{bail, Context};
 pub const AGENT_BIN_ENV: &str = "FERRIC_AGENT_BIN";
 
 /// The agent binary to run, building it first unless [`AGENT_BIN_ENV`] names one.
-/// The build runs once per process; later calls return the same answer.
+/// The build runs once per process.
 pub fn agent_binary() -> anyhow::Result<PathBuf> {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| locate_or_build().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn locate_or_build() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(AGENT_BIN_ENV).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         if !path.is_file() {
@@ -39,41 +29,7 @@ fn locate_or_build() -> anyhow::Result<PathBuf> {
         }
         return Ok(path);
     }
-    let target_dir = target_dir()?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = Command::new(&cargo)
-        .current_dir(&workspace)
-        .args(["build", "--quiet", "-p", "ferric-agent", "--bin", "ferric-agent"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
-    if !output.status.success() {
-        bail!(
-            "building ferric-agent failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let binary = target_dir.join("debug").join("ferric-agent");
-    if !binary.is_file() {
-        bail!("cargo built ferric-agent but {} does not exist", binary.display());
-    }
-    Ok(binary)
-}
-
-/// The target directory the running executable was built into: test executables live
-/// in `<target>/<profile>/deps/`, binaries in `<target>/<profile>/`.
-fn target_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding the running executable")?;
-    let mut dir = exe.parent().context("the running executable has no directory")?;
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir = dir.parent().context("deps/ has no parent")?;
-    }
-    let target = dir.parent().context("the profile directory has no parent")?;
-    Ok(target.to_path_buf())
+    crate::workspace_bin::workspace_binary("ferric-agent", "ferric-agent")
 }
 
 /// A TCP port on `127.0.0.1` that was free a moment ago: bound, read, released.

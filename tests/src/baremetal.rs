@@ -14,7 +14,6 @@ pub mod fake_api;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -26,17 +25,7 @@ pub const VENV_ENV: &str = "FERRIC_BAREMETAL_VENV";
 /// How long one CLI run may take before the test gives up on it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The target directory the running executable was built into: test executables live
-/// in `<target>/<profile>/deps/`, binaries in `<target>/<profile>/`.
-pub fn target_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding the running executable")?;
-    let mut dir = exe.parent().context("the running executable has no directory")?;
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir = dir.parent().context("deps/ has no parent")?;
-    }
-    let target = dir.parent().context("the profile directory has no parent")?;
-    Ok(target.to_path_buf())
-}
+pub use crate::workspace_bin::target_dir;
 
 /// Where the venv is expected: `$FERRIC_BAREMETAL_VENV`, else `<target dir>/baremetal-venv`.
 pub fn venv_dir() -> anyhow::Result<PathBuf> {
@@ -174,37 +163,7 @@ impl Baremetal {
 /// The `ferric` binary, built (once per process) into the target directory of the running
 /// tests; cargo does nothing when it is up to date.
 pub fn ferric_binary() -> anyhow::Result<PathBuf> {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| build_ferric().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn build_ferric() -> anyhow::Result<PathBuf> {
-    let target_dir = target_dir()?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = std::process::Command::new(&cargo)
-        .current_dir(&workspace)
-        .args(["build", "--quiet", "-p", "ferric-conductor", "--bin", "ferric"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
-    if !output.status.success() {
-        bail!(
-            "building ferric failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let binary = target_dir.join("debug").join("ferric");
-    if !binary.is_file() {
-        bail!("cargo built ferric but {} does not exist", binary.display());
-    }
-    Ok(binary)
+    crate::workspace_bin::workspace_binary("ferric-conductor", "ferric")
 }
 
 /// Runs `ferric --url URL ARGS…` (with `--wait` polling every 50 ms).
