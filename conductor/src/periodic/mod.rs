@@ -294,4 +294,49 @@ mod tests {
         task.await.unwrap();
         assert_eq!(rec.calls.load(Ordering::SeqCst), 4);
     }
+
+    #[test]
+    fn every_recorded_run_rewrites_the_status_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = status_file_path(dir.path());
+        let status = ReconcilerStatus::with_file(path.clone(), "conductor-1");
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        status.record("power_sync", started, Duration::from_millis(1500), Ok("3 fine".into()));
+        status.record("timeouts", started, Duration::ZERO, Err("store down".into()));
+        status.record("power_sync", started, Duration::from_millis(250), Ok("4 fine".into()));
+
+        let file = StatusFile::read(&path).unwrap();
+        assert_eq!(file.conductor, "conductor-1");
+        assert_eq!(file.pid, std::process::id());
+        let power = StatusEntry {
+            name: "power_sync".into(),
+            started_at: "2023-11-14T22:13:20Z".into(),
+            took_seconds: 0.25,
+            ok: true,
+            outcome: "4 fine".into(),
+            runs: 2,
+        };
+        let timeouts = StatusEntry {
+            name: "timeouts".into(),
+            took_seconds: 0.0,
+            ok: false,
+            outcome: "store down".into(),
+            runs: 1,
+            ..power.clone()
+        };
+        assert_eq!(file.reconcilers, vec![power, timeouts]);
+        // Only the file itself is left: the temporary copies were renamed over it.
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [STATUS_FILE_NAME]);
+    }
+
+    #[test]
+    fn a_damaged_status_file_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = status_file_path(dir.path());
+        assert!(matches!(StatusFile::read(&path), Err(StatusFileError::Missing { .. })));
+        std::fs::write(&path, "{\"conductor\": 1").unwrap();
+        assert!(matches!(StatusFile::read(&path), Err(StatusFileError::Parse { .. })));
+    }
 }

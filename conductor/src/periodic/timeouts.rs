@@ -391,3 +391,43 @@ mod tests {
         assert!(!expired(&node, Duration::from_secs(101), now));
     }
 }
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+    use ferric_shared::states::Event;
+
+    #[tokio::test]
+    async fn a_node_that_moved_after_the_listing_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ferric.db")).await.unwrap();
+        let mut node = Node::new("fake-hardware");
+        node.provision_state = ProvisionState::DeployWait;
+        node.target_provision_state = Some(ProvisionState::Active);
+        node.provision_updated_at = Some(OffsetDateTime::now_utc() - Duration::from_secs(7200));
+        let listed = store.create_node(&node).await.unwrap();
+        let timeouts = Timeouts::new(store.clone(), "me", DEFAULT_INTERVAL);
+        let timeout = Duration::from_secs(1800);
+        let now = OffsetDateTime::now_utc();
+        let found = timeouts.expired_nodes(ProvisionState::DeployWait, timeout, now).await.unwrap();
+        assert_eq!(found.len(), 1);
+
+        // A heartbeat resumes the deployment before the reconciler gets to the node.
+        store.transition(listed.uuid, &Transition::new(Event::Resume)).await.unwrap();
+        let outcome = timeouts.fail_node(&listed, ProvisionState::DeployWait, timeout).await;
+        assert_eq!(outcome.unwrap(), Outcome::Skipped);
+        let after = store.get_node(&listed.uuid.to_string()).await.unwrap();
+        assert_eq!(after.provision_state, ProvisionState::Deploying);
+        assert_eq!(after.last_error, None);
+        assert_eq!(after.reservation, None, "the reconciler's lock was not released");
+
+        // A node someone else holds is not failed (and their lock stays).
+        store.transition(listed.uuid, &Transition::new(Event::Wait)).await.unwrap();
+        store.reserve(listed.uuid, "worker").await.unwrap();
+        let outcome = timeouts.fail_node(&listed, ProvisionState::DeployWait, Duration::ZERO).await;
+        assert_eq!(outcome.unwrap(), Outcome::Skipped);
+        let after = store.get_node(&listed.uuid.to_string()).await.unwrap();
+        assert_eq!(after.provision_state, ProvisionState::DeployWait);
+        assert_eq!(after.reservation.as_deref(), Some("worker"));
+    }
+}
