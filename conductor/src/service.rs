@@ -1,11 +1,13 @@
 //! `ferric conductor`: opens the store, takes over nodes a previous run left in transient
 //! states, and serves the Ironic API, the iPXE scripts and the image directory on one
-//! listener until SIGTERM or SIGINT.
+//! listener until SIGTERM or SIGINT. The periodic reconcilers (power sync, wait-state
+//! timeouts) run beside it and write their last runs to `<data_dir>/status.json`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState};
 use crate::bmc::fake::FakeDriver;
@@ -14,6 +16,9 @@ use crate::boot::{self, BootConfig, BootLookupError, BootParams, BootParamsSourc
 use crate::config::ConductorConfig;
 use crate::images;
 use crate::orchestrate::worker::Orchestrator;
+use crate::periodic::power_sync::PowerSync;
+use crate::periodic::timeouts::Timeouts;
+use crate::periodic::{self, Reconciler, ReconcilerStatus};
 use crate::store::{Store, StoreError};
 
 /// How many accepted-but-unprocessed tasks may wait; beyond that the API answers 503.
@@ -88,17 +93,66 @@ pub async fn run_on(
         deploy_ramdisk: config.deploy.deploy_ramdisk.clone(),
         kernel_append_params: config.deploy.kernel_append_params.clone(),
     };
-    let app =
-        api::router(ApiState { store: store.clone(), drivers, tasks, config: config.clone() })
-            .merge(boot::router(boot_config, Arc::new(StoreBootSource { store: store.clone() })))
-            .merge(images::router(config.image_dir()));
+    let app = api::router(ApiState {
+        store: store.clone(),
+        drivers: drivers.clone(),
+        tasks,
+        config: config.clone(),
+    })
+    .merge(boot::router(boot_config, Arc::new(StoreBootSource { store: store.clone() })))
+    .merge(images::router(config.image_dir()));
+
+    // One shutdown signal, fanned out to the server and every reconciler.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            // An error means the sender is gone, which only happens after it sent.
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let status = ReconcilerStatus::with_file(
+        periodic::status_file_path(&config.data_dir),
+        config.conductor.name.clone(),
+    );
+    let reconcilers: [Arc<dyn Reconciler>; 2] = [
+        Arc::new(PowerSync::new(
+            store.clone(),
+            drivers.clone(),
+            Duration::from_secs(config.power.sync_interval),
+            config.power.sync_max_retries,
+        )),
+        Arc::new(Timeouts::from_config(store.clone(), &config)),
+    ];
+    let mut periodic_tasks = Vec::new();
+    for reconciler in reconcilers {
+        periodic_tasks.push(tokio::spawn(periodic::run_periodically(
+            reconciler,
+            status.clone(),
+            stopped(),
+        )));
+    }
 
     let addr = listener.local_addr().map_err(ServiceError::Serve)?;
     tracing::info!(%addr, public_url = %config.public_url(), conductor = %holder, "conductor serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServiceError::Serve)?;
+    let served = axum::serve(listener, app).with_graceful_shutdown(stopped()).await;
+    for task in periodic_tasks {
+        if served.is_err() {
+            // The server failed without a shutdown signal: stop the reconcilers too.
+            task.abort();
+        }
+        match task.await {
+            Ok(()) => {}
+            Err(error) if error.is_cancelled() => {}
+            Err(error) => tracing::warn!(%error, "a periodic reconciler ended abnormally"),
+        }
+    }
+    served.map_err(ServiceError::Serve)?;
     tracing::info!("conductor stopped");
     store.close().await;
     Ok(())

@@ -61,6 +61,8 @@ pub enum CliError {
     Config(#[from] crate::config::ConfigError),
     #[error("conductor service")]
     Service(#[from] crate::service::ServiceError),
+    #[error("reconciler status")]
+    Status(#[from] crate::periodic::StatusFileError),
 }
 
 fn last_error_suffix(last_error: &Option<String>) -> String {
@@ -136,6 +138,9 @@ impl Ctx<'_, '_> {
 /// Runs one parsed command line.
 pub async fn run(cli: Cli, console: &mut Console<'_>) -> Result<(), CliError> {
     if let Command::Conductor(args) = &cli.command {
+        if let Some(ConductorAction::Status(status)) = &args.action {
+            return conductor_status(status, cli.format, console);
+        }
         let overrides =
             crate::config::ConfigOverrides { data_dir: args.data_dir.clone(), listen: args.listen };
         let config = crate::config::ConductorConfig::load_with(args.config.as_deref(), &overrides)?;
@@ -149,6 +154,49 @@ pub async fn run(cli: Cli, console: &mut Console<'_>) -> Result<(), CliError> {
         Command::Port(command) => port_command(&mut ctx, command).await,
         Command::Conductor(_) => Ok(()),
     }
+}
+
+/// `ferric conductor status`: the last run of each reconciler, from the status file the
+/// service writes into its data directory.
+fn conductor_status(
+    args: &ConductorStatusArgs,
+    format: Format,
+    console: &mut Console<'_>,
+) -> Result<(), CliError> {
+    let overrides =
+        crate::config::ConfigOverrides { data_dir: args.data_dir.clone(), listen: None };
+    let config = crate::config::ConductorConfig::load_with(args.config.as_deref(), &overrides)?;
+    let file =
+        crate::periodic::StatusFile::read(&crate::periodic::status_file_path(&config.data_dir))?;
+    let text = match format {
+        Format::Json => {
+            let json = serde_json::to_string_pretty(&file)
+                .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+            format!("{json}\n")
+        }
+        Format::Table => {
+            let mut rows = Table::new(&["Reconciler", "Started", "Took", "Outcome", "Runs"]);
+            for run in &file.reconcilers {
+                let outcome =
+                    if run.ok { run.outcome.clone() } else { format!("FAILED: {}", run.outcome) };
+                rows.push(vec![
+                    run.name.clone(),
+                    run.started_at.clone(),
+                    format!("{:.3}s", run.took_seconds),
+                    outcome,
+                    run.runs.to_string(),
+                ]);
+            }
+            format!(
+                "Conductor {} (pid {}), status written at {}\n{}",
+                file.conductor,
+                file.pid,
+                file.written_at,
+                rows.render()
+            )
+        }
+    };
+    console.out.write_all(text.as_bytes()).map_err(CliError::Output)
 }
 
 async fn node_command(ctx: &mut Ctx<'_, '_>, command: NodeCommand) -> Result<(), CliError> {

@@ -58,13 +58,19 @@ pub enum Command {
     /// Ports: the MAC addresses that identify a node's NICs.
     #[command(subcommand)]
     Port(PortCommand),
-    /// Run the conductor service (the API, the worker, iPXE scripts, images).
+    /// Run the conductor service (the API, the worker, iPXE scripts, images), or with
+    /// `status`, show its periodic tasks.
     Conductor(ConductorArgs),
 }
 
-/// `ferric conductor [--config FILE] [--data-dir DIR] [--listen ADDR]`.
+/// `ferric conductor [--config FILE] [--data-dir DIR] [--listen ADDR]`, or
+/// `ferric conductor status [--config FILE] [--data-dir DIR]`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ConductorArgs {
+    /// Without a subcommand, the service runs.
+    #[command(subcommand)]
+    pub action: Option<ConductorAction>,
     /// Configuration file (TOML); every key has a default, see `ferric.example.toml`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -74,6 +80,26 @@ pub struct ConductorArgs {
     /// Address of the API (default 127.0.0.1:6385).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConductorAction {
+    /// Show the last run of each periodic reconciler (power sync, wait-state timeouts).
+    ///
+    /// Read from `<data_dir>/status.json`, which the running service rewrites after every
+    /// run, so this works without the API (and while it is down).
+    Status(ConductorStatusArgs),
+}
+
+/// `ferric conductor status [--config FILE] [--data-dir DIR]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConductorStatusArgs {
+    /// The service's configuration file; its `data_dir` locates the status file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The service's data directory (default `./ferric-data`; wins over `--config`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
