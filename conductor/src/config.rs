@@ -245,9 +245,8 @@ impl ConductorConfig {
 
     /// Checks values the types alone do not constrain.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // The callback timeouts may be 0: that disables them, as in Ironic.
         let positive = [
-            ("deploy.deploy_callback_timeout", self.deploy.deploy_callback_timeout),
-            ("cleaning.clean_callback_timeout", self.cleaning.clean_callback_timeout),
             ("power.sync_interval", self.power.sync_interval),
             ("power.sync_max_retries", u64::from(self.power.sync_max_retries)),
             ("power.soft_power_off_timeout", self.power.soft_power_off_timeout),
@@ -405,7 +404,6 @@ mod tests {
             assert!(message.contains(key), "{text}: {message}");
         }
         let invalid = [
-            ("[deploy]\ndeploy_callback_timeout = 0\n", "deploy.deploy_callback_timeout"),
             ("[power]\nsync_interval = 0\n", "power.sync_interval"),
             ("[agent]\nmax_command_attempts = 0\n", "agent.max_command_attempts"),
             ("public_url = \"ftp://host\"\n", "public_url"),
@@ -418,6 +416,16 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn zero_callback_timeouts_disable_them() {
+        let config = ConductorConfig::from_toml(
+            "[deploy]\ndeploy_callback_timeout = 0\n[cleaning]\nclean_callback_timeout = 0\n",
+        )
+        .unwrap();
+        assert_eq!(config.deploy.deploy_callback_timeout(), Duration::ZERO);
+        assert_eq!(config.cleaning.clean_callback_timeout(), Duration::ZERO);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use ferric_conductor::cli::{self, Cli, Console};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let service = matches!(cli.command, cli::Command::Conductor(_));
+    let service = matches!(&cli.command, cli::Command::Conductor(args) if args.action.is_none());
     let mut builder = if service {
         // The service: logs on stderr (`FERRIC_LOG` filters), one worker per core.
         let filter = tracing_subscriber::EnvFilter::try_from_env("FERRIC_LOG")
