@@ -383,3 +383,297 @@ async fn provide_deploy_undeploy_clean_and_abort_with_the_real_agent() {
     }
     lab.stop().await;
 }
+
+/// An agent that follows a script instead of touching a machine: it offers one clean
+/// step and `write_image`, and both succeed. It lets the conductor's success paths run:
+/// clean step → next step → finish, and write_image → partition UUIDs → boot from disk
+/// → agent power off → power on → active.
+#[derive(Default)]
+struct ScriptedAgent {
+    commands: Mutex<Vec<Value>>,
+    /// `(name, params)` of every command received.
+    received: Mutex<Vec<(String, Value)>>,
+    driver: OnceLock<Weak<FakeDriver>>,
+    node: OnceLock<String>,
+}
+
+impl ScriptedAgent {
+    fn names(&self) -> Vec<String> {
+        self.received.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn params_of(&self, name: &str) -> Option<Value> {
+        self.received.lock().unwrap().iter().rev().find(|(n, _)| n == name).map(|(_, p)| p.clone())
+    }
+
+    fn run(&self, name: &str, params: &Value) -> (String, Value) {
+        let versions = json!({"scripted_manager": "1.0"});
+        match name {
+            "clean.get_clean_steps" => (
+                "SUCCEEDED".into(),
+                json!({
+                "clean_steps": {"ScriptedManager": [
+                    {"step": "erase_devices_metadata", "priority": 99, "interface": "deploy",
+                     "reboot_requested": false, "abortable": true},
+                    {"step": "erase_devices", "priority": 0, "interface": "deploy"}]},
+                "hardware_manager_version": versions}),
+            ),
+            "deploy.get_deploy_steps" => (
+                "SUCCEEDED".into(),
+                json!({
+                "deploy_steps": {"ScriptedManager": [
+                    {"step": "write_image", "priority": 0, "interface": "deploy"}]},
+                "hardware_manager_version": versions}),
+            ),
+            "clean.execute_clean_step" => {
+                ("SUCCEEDED".into(), json!({"clean_result": null, "clean_step": params["step"]}))
+            }
+            "deploy.execute_deploy_step" => (
+                "SUCCEEDED".into(),
+                json!({"deploy_result": {"result": "written"}, "deploy_step": params["step"]}),
+            ),
+            "standby.get_partition_uuids" => {
+                ("SUCCEEDED".into(), json!({"root uuid": "0x1234abcd"}))
+            }
+            "standby.power_off" => {
+                let driver = self.driver.get().and_then(Weak::upgrade);
+                let node = self.node.get().cloned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if let (Some(driver), Some(node)) = (driver, node) {
+                        driver.os_powered_off(&node);
+                    }
+                });
+                ("SUCCEEDED".into(), Value::Null)
+            }
+            other => ("FAILED".into(), json!({"unexpected": other})),
+        }
+    }
+}
+
+async fn scripted_command(
+    axum::extract::State(agent): axum::extract::State<Arc<ScriptedAgent>>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let name = body["name"].as_str().unwrap_or_default().to_owned();
+    let params = body["params"].clone();
+    agent.received.lock().unwrap().push((name.clone(), params.clone()));
+    let (status, result) = agent.run(&name, &params);
+    let short = name.split_once('.').map_or(name.as_str(), |(_, c)| c).to_owned();
+    let entry = json!({"id": format!("cmd-{}", agent.received.lock().unwrap().len()),
+        "command_name": short, "command_status": status, "command_error": null,
+        "command_result": if result.is_null() { Value::Null } else { result }});
+    agent.commands.lock().unwrap().push(entry.clone());
+    axum::Json(entry)
+}
+
+async fn scripted_list(
+    axum::extract::State(agent): axum::extract::State<Arc<ScriptedAgent>>,
+) -> axum::Json<Value> {
+    axum::Json(json!({"commands": *agent.commands.lock().unwrap()}))
+}
+
+/// Counts PXE boots, so the test's "ramdisk" looks itself up once per boot.
+#[derive(Default)]
+struct BootCounter {
+    driver: OnceLock<Weak<FakeDriver>>,
+    pxe_boots: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl PowerHook for BootCounter {
+    fn powered(&self, node: &str, state: PowerState) {
+        let driver = self.driver.get().and_then(Weak::upgrade);
+        let booted = driver.and_then(|d| d.node(node)).and_then(|n| n.booted_from);
+        if state == PowerState::On && booted == Some(BootDevice::Pxe) {
+            self.pxe_boots.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let counter = Arc::new(BootCounter::default());
+    let driver = Arc::new(FakeDriver::builder().hook(counter.clone()).build());
+    let _ = counter.driver.set(Arc::downgrade(&driver));
+    let mut drivers = DriverRegistry::new();
+    drivers.register(driver.clone());
+
+    let agent = Arc::new(ScriptedAgent::default());
+    let _ = agent.driver.set(Arc::downgrade(&driver));
+    let agent_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_url = format!("http://{}", agent_listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/v1/commands/", axum::routing::post(scripted_command).get(scripted_list))
+        .with_state(agent.clone());
+    tokio::spawn(async move { axum::serve(agent_listener, app).await.unwrap() });
+
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("images")).unwrap();
+    std::fs::write(data.path().join("images/disk.img"), b"not really a disk").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config =
+        ConductorConfig { data_dir: data.path().to_owned(), listen: addr, ..Default::default() };
+    config.agent.post_deploy_get_power_state_retries = 10;
+    config.agent.post_deploy_get_power_state_retry_interval = 1;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        service::run_on(config, listener, drivers, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let url = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut req = http
+            .request(method, format!("{url}{path}"))
+            .header("X-OpenStack-Ironic-API-Version", "1.68")
+            .timeout(Duration::from_secs(20));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
+        }
+    };
+
+    let mac = "52:54:00:aa:bb:cc";
+    let (status, node) = call(
+        reqwest::Method::POST,
+        "/v1/nodes".into(),
+        Some(json!({"driver": "fake-hardware", "name": "scripted"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{node}");
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let _ = agent.node.set(uuid.clone());
+    let (status, port) = call(
+        reqwest::Method::POST,
+        "/v1/ports".into(),
+        Some(json!({"node_uuid": uuid, "address": mac})),
+    )
+    .await;
+    assert_eq!(status, 201, "{port}");
+
+    // Plays the ramdisk: after each PXE boot, one lookup for the token, then heartbeats
+    // until the node is in `state`.
+    let looked_up = AtomicUsize::new(0);
+    let token = Mutex::new(String::new());
+    let drive = |state: &'static str| {
+        let (call, counter, looked_up, token, agent_url, uuid) =
+            (&call, &counter, &looked_up, &token, &agent_url, &uuid);
+        async move {
+            let deadline = Instant::now() + STEP;
+            loop {
+                let (_, node) = call(reqwest::Method::GET, format!("/v1/nodes/{uuid}"), None).await;
+                if node["provision_state"] == state && node["reservation"].is_null() {
+                    return node;
+                }
+                assert!(Instant::now() < deadline, "never reached {state}: {node:#}");
+                let boots = counter.pxe_boots.load(Ordering::SeqCst);
+                if boots > looked_up.load(Ordering::SeqCst) {
+                    let (status, reply) =
+                        call(reqwest::Method::GET, format!("/v1/lookup?addresses={mac}"), None)
+                            .await;
+                    if status == 200 {
+                        if let Some(t) = reply["config"]["agent_token"].as_str() {
+                            *token.lock().unwrap() = t.to_owned();
+                            looked_up.store(boots, Ordering::SeqCst);
+                        }
+                    }
+                } else if boots > 0 {
+                    let sent = token.lock().unwrap().clone();
+                    call(
+                        reqwest::Method::POST,
+                        format!("/v1/heartbeat/{uuid}"),
+                        Some(json!({"callback_url": agent_url, "agent_token": sent,
+                                    "agent_version": "13.0.0"})),
+                    )
+                    .await;
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+    };
+    let provision = |body: Value| {
+        let call = &call;
+        let path = format!("/v1/nodes/{uuid}/states/provision");
+        async move {
+            let (status, reply) = call(reqwest::Method::PUT, path, Some(body)).await;
+            assert_eq!(status, 202, "{reply}");
+        }
+    };
+
+    provision(json!({"target": "manage"})).await;
+    drive("manageable").await;
+    provision(json!({"target": "provide"})).await;
+    let node = drive("available").await;
+    assert_eq!(
+        agent.names(),
+        ["clean.get_clean_steps", "clean.execute_clean_step"],
+        "only the step with priority > 0 runs"
+    );
+    let sent = agent.params_of("clean.execute_clean_step").unwrap();
+    assert_eq!(sent["step"]["step"], "erase_devices_metadata");
+    assert_eq!(sent["clean_version"], json!({"scripted_manager": "1.0"}));
+    assert_eq!(sent["node"]["uuid"], uuid);
+    assert_eq!(sent["ports"][0]["address"], mac);
+    assert_eq!(node["power_state"], "power off", "{node:#}");
+    assert!(no_step(&node["clean_step"]), "{node:#}");
+
+    let checksum = "b".repeat(64);
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        format!("/v1/nodes/{uuid}"),
+        Some(json!([
+            {"op": "add", "path": "/instance_info/image_source", "value": "disk.img"},
+            {"op": "add", "path": "/instance_info/image_checksum", "value": checksum},
+        ])),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    provision(json!({"target": "active", "configdrive": "H4sIAAAA"})).await;
+    let node = drive("active").await;
+    let names = agent.names();
+    assert_eq!(
+        names[2..],
+        [
+            "deploy.get_deploy_steps",
+            "deploy.execute_deploy_step",
+            "standby.get_partition_uuids",
+            "standby.power_off"
+        ],
+        "{names:?}"
+    );
+    let sent = agent.params_of("deploy.execute_deploy_step").unwrap();
+    let image_info = &sent["step"]["args"]["image_info"];
+    assert_eq!(image_info["urls"], json!([format!("{url}/images/disk.img")]), "{sent:#}");
+    assert_eq!(image_info["checksum"], checksum);
+    assert_eq!(sent["step"]["args"]["configdrive"], "H4sIAAAA");
+    assert_eq!(sent["deploy_version"], json!({"scripted_manager": "1.0"}));
+    assert_eq!(node["power_state"], "power on", "{node:#}");
+    assert_eq!(node["last_error"], Value::Null, "{node:#}");
+    assert!(no_step(&node["deploy_step"]), "{node:#}");
+    assert_eq!(node["driver_internal_info"]["root_uuid_or_disk_id"], "0x1234abcd", "{node:#}");
+    let bmc = driver.node(&uuid).unwrap();
+    assert_eq!(bmc.persistent_device, BootDevice::Disk);
+    assert_eq!(bmc.booted_from, Some(BootDevice::Disk));
+    assert!(node["driver_internal_info"].get("agent_url").is_none(), "{node:#}");
+
+    provision(json!({"target": "deleted"})).await;
+    let node = drive("available").await;
+    assert_eq!(node["instance_info"], json!({}), "{node:#}");
+    assert!(node["driver_internal_info"].get("root_uuid_or_disk_id").is_none(), "{node:#}");
+    assert_eq!(agent.names().len(), 8, "{:?}", agent.names());
+    assert_eq!(counter.pxe_boots.load(Ordering::SeqCst), 3);
+
+    let _ = stop.send(());
+    service.await.unwrap();
+}

@@ -70,7 +70,7 @@ impl Orchestrator {
             node.automated_clean.unwrap_or(self.config.cleaning.automated_clean);
         if !manual && !automated_enabled {
             tracing::info!("automated cleaning is disabled; skipping it");
-            self.finish_cleaning(&node).await;
+            self.finish_cleaning(&node, false).await;
             return;
         }
         let started = async {
@@ -213,7 +213,7 @@ impl Orchestrator {
         index: usize,
     ) -> Result<(), TaskError> {
         let Some(step) = plan.get(index) else {
-            self.finish_cleaning(node).await;
+            self.finish_cleaning(node, true).await;
             return Ok(());
         };
         let step_map = match serde_json::to_value(step) {
@@ -258,9 +258,10 @@ impl Orchestrator {
         }
     }
 
-    /// Powers off, clears the cleaning facts and moves the node to where it was heading
-    /// (`available` after automated cleaning, `manageable` after manual).
-    async fn finish_cleaning(&self, node: &Node) {
+    /// Powers off (when the ramdisk ran), clears the cleaning facts and moves the node to
+    /// where it was heading (`available` after automated cleaning, `manageable` after
+    /// manual).
+    async fn finish_cleaning(&self, node: &Node, power_off: bool) {
         let uuid = node.uuid;
         if node.provision_state == ProvisionState::CleanWait {
             self.apply(
@@ -269,7 +270,8 @@ impl Orchestrator {
             )
             .await;
         }
-        if let Err(e) = self.power_off(node).await {
+        let powered_off = if power_off { self.power_off(node).await } else { Ok(()) };
+        if let Err(e) = powered_off {
             let message =
                 format!("Failed to tear down cleaning on node {uuid}: {}", crate::error_chain(&e));
             self.fail_cleaning(node, message).await;
