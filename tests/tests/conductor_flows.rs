@@ -395,6 +395,8 @@ struct ScriptedAgent {
     received: Mutex<Vec<(String, Value)>>,
     driver: OnceLock<Weak<FakeDriver>>,
     node: OnceLock<String>,
+    /// Statuses the next `execute_clean_step` calls end with; then `SUCCEEDED`.
+    clean_outcomes: Mutex<std::collections::VecDeque<&'static str>>,
 }
 
 impl ScriptedAgent {
@@ -406,7 +408,28 @@ impl ScriptedAgent {
         self.received.lock().unwrap().iter().rev().find(|(n, _)| n == name).map(|(_, p)| p.clone())
     }
 
-    fn run(&self, name: &str, params: &Value) -> (String, Value) {
+    fn run(&self, name: &str, params: &Value) -> (String, Value, Value) {
+        if name == "clean.execute_clean_step" {
+            let outcome = self.clean_outcomes.lock().unwrap().pop_front();
+            match outcome {
+                Some("FAILED") => {
+                    let error = json!({"type": "CommandExecutionError", "code": 500,
+                        "message": "Command execution failed", "details": "disk on fire"});
+                    return ("FAILED".into(), Value::Null, error);
+                }
+                Some("CLEAN_VERSION_MISMATCH") => {
+                    let error = json!({"type": "VersionMismatch", "code": 409,
+                        "message": "Hardware managers version mismatch", "details": "1.0 vs 1.1"});
+                    return ("CLEAN_VERSION_MISMATCH".into(), Value::Null, error);
+                }
+                _ => {}
+            }
+        }
+        let (status, result) = self.run_ok(name, params);
+        (status, result, Value::Null)
+    }
+
+    fn run_ok(&self, name: &str, params: &Value) -> (String, Value) {
         let versions = json!({"scripted_manager": "1.0"});
         match name {
             "clean.get_clean_steps" => (
@@ -458,12 +481,21 @@ async fn scripted_command(
     let name = body["name"].as_str().unwrap_or_default().to_owned();
     let params = body["params"].clone();
     agent.received.lock().unwrap().push((name.clone(), params.clone()));
-    let (status, result) = agent.run(&name, &params);
+    let (status, result, error) = agent.run(&name, &params);
     let short = name.split_once('.').map_or(name.as_str(), |(_, c)| c).to_owned();
     let entry = json!({"id": format!("cmd-{}", agent.received.lock().unwrap().len()),
-        "command_name": short, "command_status": status, "command_error": null,
+        "command_name": short, "command_status": status, "command_error": error,
         "command_result": if result.is_null() { Value::Null } else { result }});
     agent.commands.lock().unwrap().push(entry.clone());
+    // As ironic-python-agent: step commands are asynchronous, so the reply says RUNNING
+    // and the outcome shows in the command list.
+    if short.starts_with("execute_") {
+        let mut running = entry;
+        running["command_status"] = json!("RUNNING");
+        running["command_error"] = Value::Null;
+        running["command_result"] = Value::Null;
+        return axum::Json(running);
+    }
     axum::Json(entry)
 }
 
@@ -673,6 +705,42 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
     assert!(node["driver_internal_info"].get("root_uuid_or_disk_id").is_none(), "{node:#}");
     assert_eq!(agent.names().len(), 8, "{:?}", agent.names());
     assert_eq!(counter.pxe_boots.load(Ordering::SeqCst), 3);
+
+    // The agent's managers changed after the steps were fetched: the conductor fetches
+    // them again and restarts the plan.
+    provision(json!({"target": "manage"})).await;
+    drive("manageable").await;
+    agent.clean_outcomes.lock().unwrap().push_back("CLEAN_VERSION_MISMATCH");
+    provision(json!({"target": "provide"})).await;
+    drive("available").await;
+    assert_eq!(
+        agent.names()[8..],
+        [
+            "clean.get_clean_steps",
+            "clean.execute_clean_step",
+            "clean.get_clean_steps",
+            "clean.execute_clean_step"
+        ],
+        "{:?}",
+        agent.names()
+    );
+
+    // A failing step: clean failed, Ironic's wording, powered off.
+    provision(json!({"target": "manage"})).await;
+    drive("manageable").await;
+    agent.clean_outcomes.lock().unwrap().push_back("FAILED");
+    provision(json!({"target": "provide"})).await;
+    let node = drive("clean failed").await;
+    let last_error = node["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.starts_with("Agent returned error for clean step ")
+            && last_error.contains("erase_devices_metadata")
+            && last_error.ends_with(&format!("on node {uuid} : disk on fire")),
+        "{node:#}"
+    );
+    assert_eq!(node["power_state"], "power off", "{node:#}");
+    assert!(no_step(&node["clean_step"]), "{node:#}");
+    assert!(node["driver_internal_info"].get("clean_steps").is_none(), "{node:#}");
 
     let _ = stop.send(());
     service.await.unwrap();

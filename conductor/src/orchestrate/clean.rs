@@ -13,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::plan::{automated_clean_plan, manual_clean_plan, PriorityOverrides};
-use super::worker::{Orchestrator, TaskError};
+use super::worker::{agent_failure_message, Orchestrator, TaskError};
 use crate::agent_client::{step_progress, StepProgress};
 use crate::store::{JsonMap, LastError, Node, Transition};
 
@@ -250,7 +250,7 @@ impl Orchestrator {
                     "Agent returned error for clean step {} on node {} : {}",
                     serde_json::to_string(step).unwrap_or_else(|_| step.step.clone()),
                     node.uuid,
-                    crate::error_chain(&e)
+                    agent_failure_message(&TaskError::from(e))
                 );
                 self.fail_cleaning(&node, message).await;
                 Ok(())

@@ -6,13 +6,15 @@
 //! makes the disk the persistent boot device, has the agent power the machine off (hard
 //! off if it does not go down in time), powers it on → `active`.
 
+use std::path::Path;
+
 use ferric_shared::node::{ConfigDrive, ProvisionRequest};
 use ferric_shared::states::{Event, ProvisionState};
 use ferric_shared::steps::{NodeStep, StepId, StepKind};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::worker::{Orchestrator, TaskError, AGENT_BOOT_KEYS};
+use super::worker::{agent_failure_message, Orchestrator, TaskError, AGENT_BOOT_KEYS};
 use crate::agent_client::{
     build_image_info, step_progress, write_image_step, AgentClient, StepProgress,
 };
@@ -22,6 +24,29 @@ use crate::store::{JsonMap, LastError, Node, Transition, UpdateError};
 
 /// Where the root partition UUID (or the disk identifier) of the deployed image is kept.
 pub const ROOT_UUID_KEY: &str = "root_uuid_or_disk_id";
+
+/// The `image_url` for an `image_source` that is a plain file name, which means a file
+/// of the conductor's image directory, served by the conductor itself. `None` when the
+/// source is a URL, or `image_url` is already set.
+pub fn local_image_url(
+    instance_info: &JsonMap,
+    image_dir: &Path,
+    public_url: &str,
+) -> Result<Option<String>, TaskError> {
+    let Some(source) = instance_info.get("image_source").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let has_url =
+        instance_info.get("image_url").and_then(Value::as_str).is_some_and(|u| !u.is_empty());
+    if source.contains("://") || has_url || source.is_empty() {
+        return Ok(None);
+    }
+    let path = images::image_path(image_dir, source)?;
+    if !path.is_file() {
+        return Err(TaskError::ImageMissing { name: source.to_owned() });
+    }
+    Ok(Some(images::image_url(public_url, source)))
+}
 
 impl Orchestrator {
     /// A provision task that moved the node to `deploying` (deploy, active, rebuild).
@@ -61,7 +86,11 @@ impl Orchestrator {
             }
             None => {}
         }
-        self.resolve_local_image(&mut instance_info)?;
+        if let Some(url) =
+            local_image_url(&instance_info, &self.config.image_dir(), &self.config.public_url())?
+        {
+            instance_info.insert("image_url".into(), Value::String(url));
+        }
         build_image_info(&instance_info, &node.uuid.to_string(), &self.image_info_config())?;
         if instance_info != node.instance_info {
             let saved = self
@@ -86,28 +115,6 @@ impl Orchestrator {
                 .deploy_step(JsonMap::new()),
         )
         .await;
-        Ok(())
-    }
-
-    /// An `image_source` that is a plain file name means a file of the conductor's image
-    /// directory, served by the conductor itself: `image_url` then points there.
-    fn resolve_local_image(&self, instance_info: &mut JsonMap) -> Result<(), TaskError> {
-        let Some(source) = instance_info.get("image_source").and_then(Value::as_str) else {
-            return Ok(());
-        };
-        let remote = source.contains("://");
-        let has_url =
-            instance_info.get("image_url").and_then(Value::as_str).is_some_and(|u| !u.is_empty());
-        if remote || has_url || source.is_empty() {
-            return Ok(());
-        }
-        let name = source.to_owned();
-        let path = images::image_path(&self.config.image_dir(), &name)?;
-        if !path.is_file() {
-            return Err(TaskError::ImageMissing { name });
-        }
-        let url = images::image_url(&self.config.public_url(), &name);
-        instance_info.insert("image_url".into(), Value::String(url));
         Ok(())
     }
 
@@ -223,7 +230,7 @@ impl Orchestrator {
             let message = format!(
                 "Deploy step deploy.write_image failed on node {}. {}",
                 node.uuid,
-                crate::error_chain(&e)
+                agent_failure_message(&e)
             );
             self.fail_deploy(node, message).await;
         }
@@ -419,5 +426,44 @@ impl Orchestrator {
             tracing::warn!(error = %crate::error_chain(&e), "abort clean-up failed");
         }
         self.unlock(uuid).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn local_image_names_become_urls_of_the_image_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("disk.img"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("subdir")).unwrap();
+        let base = "http://192.0.2.1:6385/";
+        let info = |v: Value| v.as_object().unwrap().clone();
+        let url = |v: Value| local_image_url(&info(v), dir.path(), base);
+
+        assert_eq!(
+            url(json!({"image_source": "disk.img"})).unwrap().as_deref(),
+            Some("http://192.0.2.1:6385/images/disk.img")
+        );
+        for untouched in [
+            json!({}),
+            json!({"image_source": "https://example.com/disk.img"}),
+            json!({"image_source": "disk.img", "image_url": "http://mirror/disk.img"}),
+            json!({"image_source": ""}),
+            json!({"image_source": 5}),
+        ] {
+            assert_eq!(url(untouched.clone()).unwrap(), None, "{untouched}");
+        }
+        for (bad, fragment) in [
+            (json!({"image_source": "missing.img"}), "\"missing.img\" does not exist"),
+            (json!({"image_source": "subdir"}), "\"subdir\" does not exist"),
+            (json!({"image_source": "../etc/passwd"}), "no usable file"),
+            (json!({"image_source": ".hidden"}), "no usable file"),
+        ] {
+            let err = url(bad.clone()).unwrap_err();
+            assert!(crate::error_chain(&err).contains(fragment), "{bad}: {err}");
+        }
     }
 }

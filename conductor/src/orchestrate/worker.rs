@@ -399,6 +399,17 @@ impl Orchestrator {
     }
 }
 
+/// The text for `last_error` of a failed agent call: the agent's own message for a
+/// command that ran and failed (as Ironic shows it), else the whole error chain.
+pub fn agent_failure_message(error: &TaskError) -> String {
+    match error {
+        TaskError::Agent(AgentClientError::CommandFailed { command_error, .. }) => {
+            crate::agent_client::command_error_message(Some(command_error))
+        }
+        other => crate::error_chain(other),
+    }
+}
+
 /// The API's power state for what a BMC reports.
 pub fn api_power_state(power: bmc::PowerState) -> PowerState {
     match power {
