@@ -409,7 +409,11 @@ impl Orchestrator {
                 .update_node(&uuid.to_string(), |n| {
                     n.clean_step = JsonMap::new();
                     n.deploy_step = JsonMap::new();
-                    for key in [super::clean::PLAN_KEY, super::clean::INDEX_KEY] {
+                    for key in [
+                        super::clean::PLAN_KEY,
+                        super::clean::INDEX_KEY,
+                        super::clean::REQUESTED_KEY,
+                    ] {
                         n.driver_internal_info.remove(key);
                     }
                     Ok::<_, std::convert::Infallible>(())

@@ -141,6 +141,12 @@ impl Orchestrator {
         }
         let result = async {
             let node = self.store.get_node(&uuid.to_string()).await?;
+            if node.maintenance {
+                // As Ironic with allow_provisioning_in_maintenance (its default): the
+                // heartbeat is recorded, and nothing is done until maintenance ends.
+                tracing::info!("heartbeat from a node in maintenance; not taking any action");
+                return Ok(());
+            }
             match node.provision_state {
                 ProvisionState::CleanWait => self.cleaning_heartbeat(node).await,
                 ProvisionState::DeployWait => self.deploy_heartbeat(node).await,
