@@ -742,6 +742,50 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
     assert!(no_step(&node["clean_step"]), "{node:#}");
     assert!(node["driver_internal_info"].get("clean_steps").is_none(), "{node:#}");
 
+    // Deploys refused before the ramdisk boots: an image missing from the image
+    // directory, and a config drive in the (unrendered) dictionary form.
+    provision(json!({"target": "manage"})).await;
+    drive("manageable").await;
+    provision(json!({"target": "provide"})).await;
+    drive("available").await;
+    let boots = counter.pxe_boots.load(Ordering::SeqCst);
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        format!("/v1/nodes/{uuid}"),
+        Some(json!([{"op": "add", "path": "/instance_info/image_source",
+                     "value": "missing.img"}])),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    provision(json!({"target": "active"})).await;
+    let node = drive("deploy failed").await;
+    assert_eq!(
+        node["last_error"],
+        format!(
+            "Failed to deploy node {uuid}: image \"missing.img\" does not exist in the \
+             conductor's image directory"
+        ),
+        "{node:#}"
+    );
+    provision(json!({"target": "deleted"})).await;
+    drive("available").await;
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        format!("/v1/nodes/{uuid}"),
+        Some(json!([
+            {"op": "add", "path": "/instance_info/image_source", "value": "disk.img"},
+            {"op": "add", "path": "/instance_info/image_checksum", "value": checksum},
+        ])),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    provision(json!({"target": "active", "configdrive": {"meta_data": {"uuid": "x"}}})).await;
+    let node = drive("deploy failed").await;
+    let last_error = node["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("config drive given as a dictionary"), "{node:#}");
+    // Only the tear-down's cleaning booted the ramdisk; neither deploy did.
+    assert_eq!(counter.pxe_boots.load(Ordering::SeqCst), boots + 1);
+
     let _ = stop.send(());
     service.await.unwrap();
 }
