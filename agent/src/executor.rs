@@ -250,9 +250,10 @@ async fn run_job(job: Job, ctx: &Arc<CommandContext>, record: &Record, stop: &St
         Err(e) => {
             let chain = error_chain(&e);
             tracing::error!(error = %chain, "command failed");
+            let (status, error) = e.record(chain);
             record.update(index, |r| {
-                r.command_status = CommandStatus::Failed;
-                r.command_error = Some(CommandError::execution_failed(chain));
+                r.command_status = status;
+                r.command_error = Some(error);
             });
             None
         }

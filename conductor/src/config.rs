@@ -88,6 +88,14 @@ pub struct AgentConfig {
     pub command_timeout: u64,
     /// Attempts of one agent command call before the step fails.
     pub max_command_attempts: u32,
+    /// Seconds the agent is told (in the lookup reply) to wait at most between
+    /// heartbeats; it heartbeats every 30–60 % of this.
+    pub heartbeat_timeout: u64,
+    /// BMC power-state reads after `standby.power_off` at the end of a deploy before the
+    /// node is powered off hard.
+    pub post_deploy_get_power_state_retries: u32,
+    /// Seconds between those reads.
+    pub post_deploy_get_power_state_retry_interval: u64,
 }
 
 /// `[conductor]`: this conductor's identity.
@@ -175,7 +183,14 @@ impl Default for PowerConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        AgentConfig { require_tls: false, command_timeout: 60, max_command_attempts: 3 }
+        AgentConfig {
+            require_tls: false,
+            command_timeout: 60,
+            max_command_attempts: 3,
+            heartbeat_timeout: 300,
+            post_deploy_get_power_state_retries: 6,
+            post_deploy_get_power_state_retry_interval: 5,
+        }
     }
 }
 
@@ -252,6 +267,11 @@ impl ConductorConfig {
             ("power.soft_power_off_timeout", self.power.soft_power_off_timeout),
             ("agent.command_timeout", self.agent.command_timeout),
             ("agent.max_command_attempts", u64::from(self.agent.max_command_attempts)),
+            ("agent.heartbeat_timeout", self.agent.heartbeat_timeout),
+            (
+                "agent.post_deploy_get_power_state_retry_interval",
+                self.agent.post_deploy_get_power_state_retry_interval,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -328,6 +348,10 @@ impl AgentConfig {
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.command_timeout)
     }
+
+    pub fn post_deploy_get_power_state_retry_interval(&self) -> Duration {
+        Duration::from_secs(self.post_deploy_get_power_state_retry_interval)
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +390,12 @@ mod tests {
         assert!(!config.agent.require_tls);
         assert_eq!(config.agent.command_timeout(), Duration::from_secs(60));
         assert_eq!(config.agent.max_command_attempts, 3);
+        assert_eq!(config.agent.heartbeat_timeout, 300);
+        assert_eq!(config.agent.post_deploy_get_power_state_retries, 6);
+        assert_eq!(
+            config.agent.post_deploy_get_power_state_retry_interval(),
+            Duration::from_secs(5)
+        );
         assert!(!config.conductor.name.is_empty());
         assert_eq!(ConductorConfig::load(None).unwrap(), config);
     }
@@ -406,6 +436,7 @@ mod tests {
         let invalid = [
             ("[power]\nsync_interval = 0\n", "power.sync_interval"),
             ("[agent]\nmax_command_attempts = 0\n", "agent.max_command_attempts"),
+            ("[agent]\nheartbeat_timeout = 0\n", "agent.heartbeat_timeout"),
             ("public_url = \"ftp://host\"\n", "public_url"),
             ("public_url = \"http://\"\n", "public_url"),
             ("[conductor]\nname = \"  \"\n", "conductor.name"),

@@ -332,9 +332,14 @@ async fn refused_requests_use_ipa_codes_and_record_nothing() {
             "Invalid command: Unknown command: bogus",
         ),
         (
+            json!({"name": "service.execute_service_step", "params": {}}),
+            400,
+            "Invalid command: Unknown command: execute_service_step",
+        ),
+        (
             json!({"name": "clean.execute_clean_step", "params": {}}),
             400,
-            "Invalid command: Unknown command: execute_clean_step",
+            "Invalid command parameters: missing parameter step",
         ),
     ];
     for (body, code, text) in table {
@@ -582,6 +587,63 @@ async fn stop_is_graceful_without_lockdown() {
     a.handle.stop();
     tokio::time::timeout(GUARD, a.server).await.unwrap().unwrap().unwrap();
     assert!(!a.handle.lockdown_requested());
+}
+
+#[tokio::test]
+async fn step_commands_have_ipa_shapes() {
+    let a = start(Some(token()), None).await;
+    let versions = json!({"ferric_hardware_manager": "1.0"});
+    let clean = a.command("clean.get_clean_steps", json!({"node": {}, "ports": []}), true).await;
+    assert_eq!(clean.status, StatusCode::OK);
+    assert_eq!(
+        clean.body["command_result"],
+        json!({"clean_steps": {"FerricHardwareManager": []}, "hardware_manager_version": versions})
+    );
+    assert_eq!(clean.body["command_name"], "get_clean_steps");
+    let deploy = a.command("deploy.get_deploy_steps", json!({"node": {}, "ports": []}), true).await;
+    assert_eq!(
+        deploy.body["command_result"]["deploy_steps"]["FerricHardwareManager"][0]["step"],
+        "write_image"
+    );
+
+    let write = json!({"interface": "deploy", "step": "write_image", "args": {}});
+    let r = a
+        .command(
+            "deploy.execute_deploy_step",
+            json!({"step": write, "node": {}, "ports": [], "deploy_version": versions}),
+            true,
+        )
+        .await;
+    assert_eq!(r.body["command_name"], "execute_deploy_step");
+    assert_eq!(r.body["command_status"], "FAILED");
+    assert_eq!(r.body["command_error"]["type"], "CommandExecutionError");
+    assert_eq!(
+        r.body["command_error"]["details"],
+        "write_image is not supported by this agent yet"
+    );
+
+    let erase = json!({"interface": "deploy", "step": "erase_devices"});
+    let r = a
+        .command("clean.execute_clean_step", json!({"step": erase, "clean_version": null}), true)
+        .await;
+    assert_eq!(r.body["command_status"], "FAILED");
+    assert_eq!(
+        r.body["command_error"]["details"],
+        "clean step deploy.erase_devices is not offered by this agent"
+    );
+
+    let stale = json!({"ferric_hardware_manager": "0.1"});
+    let r = a
+        .command("clean.execute_clean_step", json!({"step": erase, "clean_version": stale}), true)
+        .await;
+    assert_eq!(r.body["command_status"], "CLEAN_VERSION_MISMATCH");
+    assert_eq!(r.body["command_error"]["type"], "VersionMismatch");
+    assert_eq!(r.body["command_error"]["code"], 409);
+
+    let r = a.command("standby.get_partition_uuids", json!({}), true).await;
+    assert_eq!(r.body["command_status"], "SUCCEEDED");
+    assert_eq!(r.body["command_result"], json!({}));
+    assert_eq!(a.list().await.len(), 6);
 }
 
 #[tokio::test]

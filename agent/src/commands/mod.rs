@@ -5,10 +5,13 @@
 //! HTTP error before anything is recorded; running happens only on the executor's one
 //! worker (see [`crate::executor`]).
 
+pub mod steps;
 pub mod system_logs;
 
 use std::sync::Arc;
 
+use ferric_shared::command::{CommandError, CommandStatus};
+use ferric_shared::steps::StepKind;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -17,6 +20,7 @@ use crate::inventory::{self, InventoryError, InventorySources};
 use crate::logbuf::LogBuffer;
 use crate::power::PowerControl;
 use crate::session::Session;
+use steps::{StepFailure, StepRequest};
 use system_logs::SystemLogsError;
 
 /// Extensions ironic-python-agent has. A command of a known extension that Ferric does not
@@ -32,8 +36,14 @@ pub enum Mode {
 }
 
 /// A command, parsed and validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// `clean.get_clean_steps` / `deploy.get_deploy_steps`: the steps this agent offers.
+    GetSteps(StepKind),
+    /// `clean.execute_clean_step` / `deploy.execute_deploy_step`: runs one step.
+    ExecuteStep(Box<StepRequest>),
+    /// `standby.get_partition_uuids`: the partitions of the written image.
+    GetPartitionUuids,
     /// `poll.get_hardware_info`: the inventory.
     GetHardwareInfo,
     /// `log.collect_system_logs`: base64 of a gzipped tar of the logs.
@@ -105,6 +115,18 @@ impl Command {
             return Err(CommandParseError::UnknownExtension(extension.to_owned()));
         }
         let parsed = match (extension, command) {
+            ("clean", "get_clean_steps") | ("deploy", "get_deploy_steps") => {
+                let kind = if extension == "clean" { StepKind::Clean } else { StepKind::Deploy };
+                let steps::GetStepsParams { .. } = params(raw)?;
+                return Ok(Command::GetSteps(kind));
+            }
+            ("clean", "execute_clean_step") | ("deploy", "execute_deploy_step") => {
+                let kind = if extension == "clean" { StepKind::Clean } else { StepKind::Deploy };
+                let request = StepRequest::parse(kind, raw)
+                    .map_err(|e| CommandParseError::InvalidParams(e.to_string()))?;
+                return Ok(Command::ExecuteStep(Box::new(request)));
+            }
+            ("standby", "get_partition_uuids") => Command::GetPartitionUuids,
             ("poll", "get_hardware_info") => Command::GetHardwareInfo,
             ("log", "collect_system_logs") => Command::CollectSystemLogs,
             ("standby", "sync") => Command::Sync,
@@ -129,6 +151,9 @@ impl Command {
     /// The extension part of the wire name.
     pub fn extension(&self) -> &'static str {
         match self {
+            Command::GetSteps(kind) => kind.as_str(),
+            Command::ExecuteStep(request) => request.kind.as_str(),
+            Command::GetPartitionUuids => "standby",
             Command::GetHardwareInfo => "poll",
             Command::CollectSystemLogs => "log",
             Command::Sync | Command::PowerOff | Command::RunImage => "standby",
@@ -141,6 +166,9 @@ impl Command {
     /// The command part of the wire name: what `command_name` reports.
     pub fn name(&self) -> &'static str {
         match self {
+            Command::GetSteps(kind) => kind.get_command(),
+            Command::ExecuteStep(request) => request.kind.execute_command(),
+            Command::GetPartitionUuids => "get_partition_uuids",
             Command::GetHardwareInfo => "get_hardware_info",
             Command::CollectSystemLogs => "collect_system_logs",
             Command::Sync => "sync",
@@ -158,6 +186,8 @@ impl Command {
 
     pub fn mode(&self) -> Mode {
         match self {
+            Command::GetSteps(_) | Command::GetPartitionUuids => Mode::Sync,
+            Command::ExecuteStep(_) => Mode::Async,
             Command::GetHardwareInfo
             | Command::CollectSystemLogs
             | Command::Sync
@@ -173,6 +203,18 @@ impl Command {
     /// Runs the command on the executor's worker.
     pub async fn run(self, ctx: Arc<CommandContext>) -> Result<Completion, CommandFailure> {
         match self {
+            Command::GetSteps(kind) => {
+                let value =
+                    serde_json::to_value(steps::get_steps(kind)).map_err(CommandFailure::Encode)?;
+                Ok(Completion::value(value))
+            }
+            Command::ExecuteStep(request) => {
+                let done = steps::execute(&request).map_err(CommandFailure::Step)?;
+                let value = serde_json::to_value(done).map_err(CommandFailure::Encode)?;
+                Ok(Completion::value(value))
+            }
+            // Whole-disk images only, so far: nothing to report, as IPA for such images.
+            Command::GetPartitionUuids => Ok(Completion::value(Value::Object(Map::new()))),
             Command::GetHardwareInfo => {
                 let sources = ctx.inventory.clone();
                 let inventory = tokio::task::spawn_blocking(move || inventory::collect(&sources))
@@ -296,9 +338,34 @@ pub enum CommandFailure {
     SystemLogs(#[source] SystemLogsError),
     #[error("the command's task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Step(StepFailure),
     #[cfg(test)]
     #[error("{0}")]
     Test(String),
+}
+
+impl CommandFailure {
+    /// The status and `command_error` recorded for this failure: a hardware-manager
+    /// version mismatch has its own status, as in ironic-python-agent, so that the
+    /// conductor fetches the steps again; anything else is `FAILED` with the whole
+    /// error chain as details.
+    pub fn record(&self, chain: String) -> (CommandStatus, CommandError) {
+        match self {
+            CommandFailure::Step(StepFailure::VersionMismatch { .. }) => (
+                CommandStatus::CleanVersionMismatch,
+                CommandError {
+                    kind: "VersionMismatch".to_owned(),
+                    code: 409,
+                    message: "Hardware managers version mismatch, reload agent with correct \
+                              version"
+                        .to_owned(),
+                    details: chain,
+                },
+            ),
+            _ => (CommandStatus::Failed, CommandError::execution_failed(chain)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +389,9 @@ mod tests {
             ("standby.power_off", Command::PowerOff, Mode::Async),
             ("standby.run_image", Command::RunImage, Mode::Async),
             ("system.lockdown", Command::Lockdown, Mode::Sync),
+            ("clean.get_clean_steps", Command::GetSteps(StepKind::Clean), Mode::Sync),
+            ("deploy.get_deploy_steps", Command::GetSteps(StepKind::Deploy), Mode::Sync),
+            ("standby.get_partition_uuids", Command::GetPartitionUuids, Mode::Sync),
         ];
         for (wire, expected, mode) in table {
             let (ext, cmd) = split_name(wire).unwrap();
@@ -341,10 +411,16 @@ mod tests {
             ("standby", "nope", json!({}), "Invalid command: Unknown command: nope"),
             // Known extension, command not implemented here.
             (
+                "service",
+                "execute_service_step",
+                json!({}),
+                "Invalid command: Unknown command: execute_service_step",
+            ),
+            (
                 "clean",
                 "execute_clean_step",
                 json!({}),
-                "Invalid command: Unknown command: execute_clean_step",
+                "Invalid command parameters: missing parameter step",
             ),
         ];
         for (ext, cmd, p, text) in table {

@@ -17,7 +17,7 @@ mod ports;
 mod ramdisk;
 mod root;
 pub mod version;
-mod view;
+pub(crate) mod view;
 
 use std::sync::Arc;
 use std::time::Duration;

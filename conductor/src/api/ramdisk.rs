@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ferric_shared::api_version::ApiVersion;
 use ferric_shared::heartbeat::{AgentStatus, HeartbeatRequest};
-use ferric_shared::lookup::{DEFAULT_HEARTBEAT_TIMEOUT_SECS, MASKED_TOKEN};
+use ferric_shared::lookup::MASKED_TOKEN;
 use ferric_shared::node::{mask_instance_info_urls, mask_secrets, Link};
 use ferric_shared::port::normalize_mac;
 use serde::Deserialize;
@@ -113,7 +113,7 @@ async fn lookup_reply(
         "metrics": {"backend": "noop", "prepend_host": false, "prepend_uuid": false,
                     "prepend_host_reverse": true, "global_prefix": null},
         "metrics_statsd": {"statsd_host": "localhost", "statsd_port": 8125},
-        "heartbeat_timeout": DEFAULT_HEARTBEAT_TIMEOUT_SECS,
+        "heartbeat_timeout": state.config.agent.heartbeat_timeout,
         "agent_md5_checksum_enable": false,
         "disable_deep_image_inspection": false,
         "permitted_image_formats": ["raw", "qcow2", "iso"],

@@ -8,13 +8,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferric_shared::states::{Event, PowerState, PowerTarget, ProvisionState, ProvisionVerb};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::agent_client::{
+    AgentClient, AgentClientConfig, AgentClientError, ImageInfoBuildError, ImageInfoConfig,
+};
 use crate::api::ConductorTask;
-use crate::bmc::{self, Bmc, BmcError, DriverInfoError, DriverRegistry, PowerAction};
+use crate::bmc::{self, Bmc, BmcError, BootDevice, DriverInfoError, DriverRegistry, PowerAction};
 use crate::config::ConductorConfig;
-use crate::store::{LastError, Node, Store, StoreError, Transition};
+use crate::images::ImageNameError;
+use crate::store::{JsonMap, LastError, Node, PortQuery, Store, StoreError, Transition};
+
+use super::plan::PlanError;
+
+/// `driver_internal_info` keys that belong to one boot of the ramdisk: wiped whenever the
+/// node is powered off or rebooted into a new ramdisk, so that every boot gets a new
+/// token and its own callback URL and certificate.
+pub const AGENT_BOOT_KEYS: &[&str] = &[
+    "agent_url",
+    "agent_secret_token",
+    "agent_verify_ca",
+    "agent_cached_clean_steps",
+    "agent_cached_deploy_steps",
+    "hardware_manager_version",
+];
+
+/// How long a provision task waits for a node's lock held by another task (a heartbeat
+/// being processed) before giving up.
+const PROVISION_LOCK_WAIT: Duration = Duration::from_secs(60);
+const LOCK_RETRY: Duration = Duration::from_millis(200);
 
 /// Why a task could not be carried out. Recorded as the node's `last_error`.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +51,37 @@ pub enum TaskError {
     DriverInfo(#[from] DriverInfoError),
     #[error(transparent)]
     Bmc(#[from] BmcError),
+    #[error(transparent)]
+    Agent(#[from] AgentClientError),
+    #[error("cannot build the image_info for write_image")]
+    ImageInfo(#[from] ImageInfoBuildError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("instance_info image_source names no usable file in the image directory")]
+    ImageName(#[from] ImageNameError),
+    #[error("image {name:?} does not exist in the conductor's image directory")]
+    ImageMissing { name: String },
+    #[error(
+        "a config drive given as a dictionary is not supported yet; pass it rendered (a \
+         gzipped, base64-encoded ISO 9660 image) or as a URL"
+    )]
+    ConfigDriveDict,
+    #[error("the agent offers no deploy.write_image step")]
+    NoWriteImage,
+    #[error("driver_internal_info {key} is unusable: {reason}")]
+    InternalInfo { key: &'static str, reason: String },
+    #[error("the node's {field} is unusable")]
+    CurrentStep {
+        field: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Everything a task needs.
@@ -56,13 +111,190 @@ impl Orchestrator {
             ConductorTask::Power { node, target, timeout } => {
                 self.power(node, target, timeout).await
             }
-            other => {
-                tracing::info!(task = ?other, "task recorded; this flow is carried out by the deploy and cleaning orchestration");
+            ConductorTask::Provision { node, verb, request, .. } => match verb {
+                ProvisionVerb::Provide | ProvisionVerb::Clean => {
+                    self.start_cleaning(node, request.clean_steps.clone()).await
+                }
+                ProvisionVerb::Active | ProvisionVerb::Deploy | ProvisionVerb::Rebuild => {
+                    self.start_deploy(node, &request).await
+                }
+                ProvisionVerb::Deleted | ProvisionVerb::Undeploy => self.tear_down(node).await,
+                ProvisionVerb::Abort => self.abort(node).await,
+                other => {
+                    tracing::info!(node = %node, verb = %other, "no orchestration for this verb");
+                }
+            },
+            ConductorTask::Heartbeat { node } => self.heartbeat(node).await,
+            ConductorTask::InspectionData { node } => {
+                tracing::info!(node = %node, "inspection data recorded; processing is not part of this conductor yet");
             }
         }
     }
 
-    fn bmc_for(&self, node: &Node) -> Result<Arc<dyn Bmc>, TaskError> {
+    /// Acts on a heartbeat of a node waiting for its agent. A node locked by another task
+    /// is skipped: the agent heartbeats again soon, as with Ironic.
+    async fn heartbeat(&self, uuid: Uuid) {
+        let span = tracing::info_span!("heartbeat", node = %uuid);
+        let _enter = span.enter();
+        if !self.lock(uuid, false).await {
+            return;
+        }
+        let result = async {
+            let node = self.store.get_node(&uuid.to_string()).await?;
+            if node.maintenance {
+                // As Ironic with allow_provisioning_in_maintenance (its default): the
+                // heartbeat is recorded, and nothing is done until maintenance ends.
+                tracing::info!("heartbeat from a node in maintenance; not taking any action");
+                return Ok(());
+            }
+            match node.provision_state {
+                ProvisionState::CleanWait => self.cleaning_heartbeat(node).await,
+                ProvisionState::DeployWait => self.deploy_heartbeat(node).await,
+                other => {
+                    tracing::debug!(state = %other, "no heartbeat action in this state");
+                    Ok(())
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %crate::error_chain(&e), "heartbeat processing failed");
+        }
+        self.unlock(uuid).await;
+    }
+
+    /// Takes the node's lock. With `wait`, retries for a while when another task holds
+    /// it; without, gives up at once. `false` when the lock was not taken.
+    pub(crate) async fn lock(&self, uuid: Uuid, wait: bool) -> bool {
+        let holder = &self.config.conductor.name;
+        let deadline = tokio::time::Instant::now() + PROVISION_LOCK_WAIT;
+        loop {
+            match self.store.reserve(uuid, holder).await {
+                Ok(()) => return true,
+                Err(StoreError::Locked { holder: other, .. })
+                    if wait && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(holder = %other, "node locked; retrying");
+                    tokio::time::sleep(LOCK_RETRY).await;
+                }
+                Err(e) => {
+                    tracing::info!(error = %crate::error_chain(&e), "node not locked; skipping");
+                    return false;
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn unlock(&self, uuid: Uuid) {
+        if let Err(e) = self.store.release(uuid, &self.config.conductor.name).await {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot unlock node");
+        }
+    }
+
+    /// The client for the node's current agent.
+    pub(crate) fn agent(&self, node: &Node) -> Result<AgentClient, TaskError> {
+        let config = AgentClientConfig {
+            command_timeout: self.config.agent.command_timeout(),
+            max_command_attempts: self.config.agent.max_command_attempts,
+            ..AgentClientConfig::default()
+        };
+        Ok(AgentClient::from_driver_internal_info(&node.driver_internal_info, config)?)
+    }
+
+    /// The node as the agent is sent it (secrets masked, as the API shows it) and its
+    /// ports.
+    pub(crate) async fn agent_view(&self, node: &Node) -> Result<(Value, Vec<Value>), TaskError> {
+        let base = self.config.public_url();
+        let conductor = &self.config.conductor.name;
+        let wire = crate::api::view::node(node, &base, conductor);
+        let encode = |source| TaskError::Encode { what: "the node", source };
+        let node_value = serde_json::to_value(&wire).map_err(encode)?;
+        let query = PortQuery { node_uuid: Some(node.uuid), ..PortQuery::default() };
+        let ports = self
+            .store
+            .list_ports(&query)
+            .await?
+            .iter()
+            .map(|p| serde_json::to_value(crate::api::view::port(p, &base)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| TaskError::Encode { what: "the ports", source })?;
+        Ok((node_value, ports))
+    }
+
+    pub(crate) fn image_info_config(&self) -> ImageInfoConfig {
+        ImageInfoConfig::default()
+    }
+
+    /// Sets the boot device and remembers it where the boot scripts look.
+    pub(crate) async fn set_boot_device(
+        &self,
+        node: &Node,
+        device: BootDevice,
+        persistent: bool,
+    ) -> Result<(), TaskError> {
+        self.bmc_for(node)?.set_boot_device(device, persistent).await?;
+        let mut set = JsonMap::new();
+        set.insert("boot_device".into(), Value::String(device.as_str().to_owned()));
+        self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
+        Ok(())
+    }
+
+    /// Forgets the previous ramdisk (token, URL, certificate, cached steps), then boots the
+    /// node from the network: one-time PXE, and power on (or reboot when on).
+    pub(crate) async fn boot_ramdisk(&self, node: &Node) -> Result<(), TaskError> {
+        self.store.update_driver_internal_info(node.uuid, JsonMap::new(), AGENT_BOOT_KEYS).await?;
+        let bmc = self.bmc_for(node)?;
+        bmc.set_boot_device(BootDevice::Pxe, false).await?;
+        let mut set = JsonMap::new();
+        set.insert("boot_device".into(), Value::String(BootDevice::Pxe.as_str().to_owned()));
+        self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
+        let action = match bmc.power_state().await? {
+            bmc::PowerState::On => PowerAction::Reboot,
+            bmc::PowerState::Off => PowerAction::On,
+        };
+        bmc.set_power(action, None).await?;
+        self.record_power(node.uuid, bmc.power_state().await?).await?;
+        Ok(())
+    }
+
+    /// Powers the node off through the BMC and forgets its ramdisk.
+    pub(crate) async fn power_off(&self, node: &Node) -> Result<(), TaskError> {
+        let bmc = self.bmc_for(node)?;
+        bmc.set_power(PowerAction::Off, None).await?;
+        self.record_power(node.uuid, bmc.power_state().await?).await?;
+        self.store.update_driver_internal_info(node.uuid, JsonMap::new(), AGENT_BOOT_KEYS).await?;
+        Ok(())
+    }
+
+    /// Like [`Self::power_off`], logging instead of failing: used on paths that already
+    /// record a failure.
+    pub(crate) async fn power_off_logged(&self, node: &Node) {
+        if let Err(e) = self.power_off(node).await {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot power the node off");
+        }
+    }
+
+    /// Applies `transition`, logging a failure (the node moved meanwhile, or the store is
+    /// unavailable); `true` when the node moved.
+    pub(crate) async fn apply(&self, uuid: Uuid, transition: Transition) -> bool {
+        match self.store.transition(uuid, &transition).await {
+            Ok(crate::store::TransitionOutcome::Moved { from, to, .. }) => {
+                tracing::info!(%from, %to, event = %transition.event, "provision state changed");
+                true
+            }
+            Ok(outcome) => {
+                tracing::info!(?outcome, event = %transition.event, "no state change");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), event = %transition.event,
+                    "state change refused");
+                false
+            }
+        }
+    }
+
+    pub(crate) fn bmc_for(&self, node: &Node) -> Result<Arc<dyn Bmc>, TaskError> {
         let driver = self
             .drivers
             .get(&node.driver)
@@ -153,7 +385,11 @@ impl Orchestrator {
         }
     }
 
-    async fn record_power(&self, uuid: Uuid, power: bmc::PowerState) -> Result<(), StoreError> {
+    pub(crate) async fn record_power(
+        &self,
+        uuid: Uuid,
+        power: bmc::PowerState,
+    ) -> Result<(), StoreError> {
         let state = api_power_state(power);
         self.store
             .update_node(&uuid.to_string(), |n| {
@@ -166,6 +402,17 @@ impl Orchestrator {
                 crate::store::UpdateError::Rejected(never) => match never {},
             })?;
         Ok(())
+    }
+}
+
+/// The text for `last_error` of a failed agent call: the agent's own message for a
+/// command that ran and failed (as Ironic shows it), else the whole error chain.
+pub fn agent_failure_message(error: &TaskError) -> String {
+    match error {
+        TaskError::Agent(AgentClientError::CommandFailed { command_error, .. }) => {
+            crate::agent_client::command_error_message(Some(command_error))
+        }
+        other => crate::error_chain(other),
     }
 }
 

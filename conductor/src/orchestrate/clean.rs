@@ -1,0 +1,309 @@
+//! Cleaning, automated (`provide`, and after tear-down) and manual (`clean` with steps),
+//! driven by the agent's heartbeats.
+//!
+//! The node's state in the store says where cleaning stands: `cleaning` while the
+//! conductor acts, `clean wait` while the agent runs a step or boots. The plan and the
+//! position in it live in `driver_internal_info` (`clean_steps`, `clean_step_index`),
+//! the running step in `clean_step`, so any heartbeat, even after a restart, knows what
+//! to do next.
+
+use ferric_shared::states::{completion_event, Event, ProvisionState};
+use ferric_shared::steps::{NodeStep, StepKind, UserStep};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::plan::{automated_clean_plan, manual_clean_plan, PriorityOverrides};
+use super::worker::{agent_failure_message, Orchestrator, TaskError};
+use crate::agent_client::{step_progress, StepProgress};
+use crate::store::{JsonMap, LastError, Node, Transition};
+
+/// The planned steps, once the agent's steps are known.
+pub const PLAN_KEY: &str = "clean_steps";
+/// Index into the plan of the step that runs (or ran last).
+pub const INDEX_KEY: &str = "clean_step_index";
+/// The operator's steps of a manual clean, kept until the agent's steps are known.
+pub const REQUESTED_KEY: &str = "requested_clean_steps";
+
+/// Every cleaning key of `driver_internal_info`, wiped when cleaning ends either way.
+const CLEANING_KEYS: &[&str] = &[PLAN_KEY, INDEX_KEY, REQUESTED_KEY];
+
+impl Orchestrator {
+    /// The operator's priority overrides from `[cleaning]`.
+    fn priority_overrides(&self) -> PriorityOverrides {
+        let mut overrides = PriorityOverrides::new();
+        let c = &self.config.cleaning;
+        overrides.set("deploy", "erase_devices", c.erase_devices_priority.map(i64::from)).set(
+            "deploy",
+            "erase_devices_metadata",
+            c.erase_devices_metadata_priority.map(i64::from),
+        );
+        overrides
+    }
+
+    /// A provision task that moved the node to `cleaning` (provide, clean, or tear-down
+    /// finished): boot the ramdisk and wait for its agent.
+    pub(crate) async fn start_cleaning(&self, uuid: Uuid, requested: Option<Vec<UserStep>>) {
+        let span = tracing::info_span!("clean", node = %uuid);
+        let _enter = span.enter();
+        if !self.lock(uuid, true).await {
+            return;
+        }
+        self.start_cleaning_locked(uuid, requested).await;
+        self.unlock(uuid).await;
+    }
+
+    /// [`Self::start_cleaning`] with the node's lock held.
+    pub(crate) async fn start_cleaning_locked(&self, uuid: Uuid, requested: Option<Vec<UserStep>>) {
+        let node = match self.store.get_node(&uuid.to_string()).await {
+            Ok(n) if n.provision_state == ProvisionState::Cleaning => n,
+            Ok(n) => {
+                tracing::info!(state = %n.provision_state, "not cleaning any more; nothing to do");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot read node");
+                return;
+            }
+        };
+        let manual = node.target_provision_state == Some(ProvisionState::Manageable);
+        let automated_enabled =
+            node.automated_clean.unwrap_or(self.config.cleaning.automated_clean);
+        if !manual && !automated_enabled {
+            tracing::info!("automated cleaning is disabled; skipping it");
+            self.finish_cleaning(&node, false).await;
+            return;
+        }
+        let started = async {
+            let mut set = JsonMap::new();
+            if let Some(steps) = &requested {
+                let value = serde_json::to_value(steps)
+                    .map_err(|source| TaskError::Encode { what: "the clean steps", source })?;
+                set.insert(REQUESTED_KEY.into(), value);
+            }
+            self.store.update_driver_internal_info(uuid, set, &[PLAN_KEY, INDEX_KEY]).await?;
+            self.boot_ramdisk(&node).await
+        }
+        .await;
+        match started {
+            Ok(()) => {
+                self.apply(uuid, Transition::new(Event::Wait).clean_step(JsonMap::new())).await;
+            }
+            Err(e) => {
+                let message = format!(
+                    "Failed to prepare node {uuid} for cleaning: {}",
+                    crate::error_chain(&e)
+                );
+                self.fail_cleaning(&node, message).await;
+            }
+        }
+    }
+
+    /// A heartbeat of a node in `clean wait`, its lock held.
+    pub(crate) async fn cleaning_heartbeat(&self, node: Node) -> Result<(), TaskError> {
+        let agent = self.agent(&node)?;
+        let plan = match node.driver_internal_info.get(PLAN_KEY) {
+            None | Some(Value::Null) => None,
+            Some(value) => {
+                Some(serde_json::from_value::<Vec<NodeStep>>(value.clone()).map_err(|e| {
+                    TaskError::InternalInfo { key: PLAN_KEY, reason: e.to_string() }
+                })?)
+            }
+        };
+        let Some(plan) = plan else {
+            return self.plan_and_start(&node, &agent).await;
+        };
+        let index = match node.driver_internal_info.get(INDEX_KEY) {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_u64().and_then(|i| usize::try_from(i).ok()).ok_or_else(|| {
+                TaskError::InternalInfo { key: INDEX_KEY, reason: format!("{v} is not an index") }
+            })?,
+        };
+        if node.clean_step.is_empty() {
+            // The plan was stored but its step never sent (e.g. a restart in between).
+            return self.run_clean_step(&node, &agent, &plan, index).await;
+        }
+        let current: NodeStep = serde_json::from_value(Value::Object(node.clean_step.clone()))
+            .map_err(|source| TaskError::CurrentStep { field: "clean_step", source })?;
+        let commands = match agent.commands().await {
+            Ok(c) => c,
+            Err(e) if e.is_connection_failure() => {
+                tracing::info!(error = %crate::error_chain(&e), "agent unreachable; waiting for the next heartbeat");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match step_progress(StepKind::Clean, &commands, &current) {
+            StepProgress::Running => {
+                tracing::debug!(step = %current.step, "clean step still running");
+                Ok(())
+            }
+            StepProgress::Done(_) => {
+                tracing::info!(step = %current.step, "clean step done");
+                self.run_clean_step(&node, &agent, &plan, index + 1).await
+            }
+            StepProgress::FreshlyBooted => self.run_clean_step(&node, &agent, &plan, index).await,
+            StepProgress::VersionMismatch => {
+                tracing::info!("the agent's hardware managers changed; planning again");
+                self.plan_and_start(&node, &agent).await
+            }
+            StepProgress::Failed(message) => {
+                let step = serde_json::to_string(&current).unwrap_or_else(|_| current.step.clone());
+                let message = format!(
+                    "Agent returned error for clean step {step} on node {} : {message}",
+                    node.uuid
+                );
+                self.fail_cleaning(&node, message).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Fetches the agent's clean steps, plans, stores the plan and starts its first step.
+    async fn plan_and_start(
+        &self,
+        node: &Node,
+        agent: &crate::agent_client::AgentClient,
+    ) -> Result<(), TaskError> {
+        let (view, ports) = self.agent_view(node).await?;
+        let offered = agent.get_clean_steps(&view, &ports).await?;
+        let manual = node.target_provision_state == Some(ProvisionState::Manageable);
+        let plan = if manual {
+            let requested: Vec<UserStep> = match node.driver_internal_info.get(REQUESTED_KEY) {
+                Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                    TaskError::InternalInfo { key: REQUESTED_KEY, reason: e.to_string() }
+                })?,
+                None => Vec::new(),
+            };
+            match manual_clean_plan(&requested, &offered) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let message = format!("Cannot clean node {}: {e}", node.uuid);
+                    self.fail_cleaning(node, message).await;
+                    return Ok(());
+                }
+            }
+        } else {
+            automated_clean_plan(&offered, &self.priority_overrides())
+        };
+        tracing::info!(steps = plan.len(), manual, "clean plan ready");
+        let encode = |what| move |source| TaskError::Encode { what, source };
+        let mut set = JsonMap::new();
+        set.insert(PLAN_KEY.into(), serde_json::to_value(&plan).map_err(encode("the plan"))?);
+        set.insert(INDEX_KEY.into(), Value::from(0));
+        set.insert(
+            "hardware_manager_version".into(),
+            serde_json::to_value(&offered.hardware_manager_version)
+                .map_err(encode("the manager versions"))?,
+        );
+        set.insert(
+            StepKind::Clean.cached_steps_key().into(),
+            serde_json::to_value(&offered.steps).map_err(encode("the offered steps"))?,
+        );
+        self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
+        let node = self.store.get_node(&node.uuid.to_string()).await?;
+        self.run_clean_step(&node, agent, &plan, 0).await
+    }
+
+    /// Starts step `index` of `plan`, or finishes cleaning when there is none left.
+    async fn run_clean_step(
+        &self,
+        node: &Node,
+        agent: &crate::agent_client::AgentClient,
+        plan: &[NodeStep],
+        index: usize,
+    ) -> Result<(), TaskError> {
+        let Some(step) = plan.get(index) else {
+            self.finish_cleaning(node, true).await;
+            return Ok(());
+        };
+        let step_map = match serde_json::to_value(step) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => JsonMap::new(),
+            Err(source) => return Err(TaskError::Encode { what: "the clean step", source }),
+        };
+        let moved = self
+            .apply(
+                node.uuid,
+                Transition::new(Event::Resume)
+                    .only_from(&[ProvisionState::CleanWait])
+                    .clean_step(step_map)
+                    .set_internal_info(INDEX_KEY, Value::from(index)),
+            )
+            .await;
+        if !moved {
+            return Ok(());
+        }
+        let node = self.store.get_node(&node.uuid.to_string()).await?;
+        let versions = node
+            .driver_internal_info
+            .get("hardware_manager_version")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let (view, ports) = self.agent_view(&node).await?;
+        tracing::info!(step = %step.step, interface = %step.interface, index, "starting clean step");
+        match agent.execute_clean_step(step, &view, &ports, versions.as_ref()).await {
+            Ok(_) => {
+                self.apply(node.uuid, Transition::new(Event::Wait)).await;
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!(
+                    "Agent returned error for clean step {} on node {} : {}",
+                    serde_json::to_string(step).unwrap_or_else(|_| step.step.clone()),
+                    node.uuid,
+                    agent_failure_message(&TaskError::from(e))
+                );
+                self.fail_cleaning(&node, message).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Powers off (when the ramdisk ran), clears the cleaning facts and moves the node to
+    /// where it was heading (`available` after automated cleaning, `manageable` after
+    /// manual).
+    async fn finish_cleaning(&self, node: &Node, power_off: bool) {
+        let uuid = node.uuid;
+        if node.provision_state == ProvisionState::CleanWait {
+            self.apply(
+                uuid,
+                Transition::new(Event::Resume).only_from(&[ProvisionState::CleanWait]),
+            )
+            .await;
+        }
+        let powered_off = if power_off { self.power_off(node).await } else { Ok(()) };
+        if let Err(e) = powered_off {
+            let message =
+                format!("Failed to tear down cleaning on node {uuid}: {}", crate::error_chain(&e));
+            self.fail_cleaning(node, message).await;
+            return;
+        }
+        let Some(event) = completion_event(ProvisionState::Cleaning, node.target_provision_state)
+        else {
+            return;
+        };
+        let mut transition = Transition::new(event)
+            .only_from(&[ProvisionState::Cleaning])
+            .clean_step(JsonMap::new())
+            .last_error(LastError::Clear);
+        for key in CLEANING_KEYS {
+            transition = transition.remove_internal_info(*key);
+        }
+        if self.apply(uuid, transition).await {
+            tracing::info!("cleaning finished");
+        }
+    }
+
+    /// Records the failure (`clean failed` with `last_error`) and powers the node off.
+    pub(crate) async fn fail_cleaning(&self, node: &Node, message: String) {
+        tracing::warn!(%message, "cleaning failed");
+        let mut transition = Transition::new(Event::Fail)
+            .only_from(&[ProvisionState::Cleaning, ProvisionState::CleanWait])
+            .clean_step(JsonMap::new())
+            .last_error(LastError::Set(message));
+        for key in CLEANING_KEYS {
+            transition = transition.remove_internal_info(*key);
+        }
+        self.apply(node.uuid, transition).await;
+        self.power_off_logged(node).await;
+    }
+}

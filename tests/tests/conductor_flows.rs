@@ -1,0 +1,791 @@
+//! The conductor (in-process, `service::run_on`) driving the REAL `ferric-agent` binary
+//! through whole provisioning flows. The fake BMC's power hook plays the machine: a PXE
+//! power on starts the agent process on a fixture host tree whose NIC is the node's port,
+//! a power off kills it (by PID), and an agent that exits by itself (after
+//! `standby.power_off`) powers the fake machine off.
+//!
+//! Every wait has a deadline; a failing wait prints the node and every agent's log.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use ferric_agent::fixtures::{self, DiskSpec};
+use ferric_conductor::bmc::fake::{FakeDriver, PowerHook};
+use ferric_conductor::bmc::{BootDevice, DriverRegistry, PowerState};
+use ferric_conductor::config::ConductorConfig;
+use ferric_conductor::service;
+use ferric_tests::agent_process::{agent_binary, AgentArgs, AgentProcess};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// Longest any single flow step may take (agent start, heartbeats every 3–6 s).
+const STEP: Duration = Duration::from_secs(45);
+
+/// The machine behind the fake BMC: one agent process at a time.
+struct Machine {
+    binary: PathBuf,
+    tree: PathBuf,
+    api_url: OnceLock<String>,
+    driver: OnceLock<Weak<FakeDriver>>,
+    /// Whether a PXE power on starts the agent (off: the ramdisk "never comes up").
+    boot_agent: AtomicBool,
+    running: Mutex<Option<AgentProcess>>,
+    /// Logs of agents that are gone, oldest first.
+    logs: Mutex<Vec<String>>,
+    boots: AtomicUsize,
+}
+
+impl Machine {
+    fn start_agent(&self) {
+        let Some(url) = self.api_url.get() else { return };
+        let args = AgentArgs::new(url.as_str(), &self.tree);
+        match AgentProcess::spawn(&self.binary, &args) {
+            Ok(agent) => {
+                self.boots.fetch_add(1, Ordering::SeqCst);
+                let old = self.running.lock().unwrap().replace(agent);
+                self.retire(old);
+            }
+            Err(e) => self.logs.lock().unwrap().push(format!("<agent did not start: {e:#}>")),
+        }
+    }
+
+    fn stop_agent(&self) {
+        let old = self.running.lock().unwrap().take();
+        self.retire(old);
+    }
+
+    fn retire(&self, agent: Option<AgentProcess>) {
+        if let Some(mut agent) = agent {
+            agent.kill();
+            self.logs.lock().unwrap().push(format!("pid {}:\n{}", agent.pid(), agent.log()));
+        }
+    }
+
+    fn agent_running(&self) -> bool {
+        let mut running = self.running.lock().unwrap();
+        running.as_mut().is_some_and(|a| matches!(a.try_exit(), Ok(None)))
+    }
+
+    /// Every agent's log, for failure messages.
+    fn all_logs(&self) -> String {
+        let mut text = self.logs.lock().unwrap().join("\n---\n");
+        if let Some(agent) = self.running.lock().unwrap().as_ref() {
+            text.push_str(&format!("\n--- running pid {}:\n{}", agent.pid(), agent.log()));
+        }
+        text
+    }
+
+    /// Turns an agent that exited by itself into a powered-off machine.
+    async fn watch(self: Arc<Self>, node: String) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let exited = {
+                let mut running = self.running.lock().unwrap();
+                running.as_mut().is_some_and(|a| matches!(a.try_exit(), Ok(Some(_))))
+            };
+            if exited {
+                match self.driver.get().and_then(Weak::upgrade) {
+                    Some(driver) => driver.os_powered_off(&node),
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PowerHook for Machine {
+    fn powered(&self, node: &str, state: PowerState) {
+        match state {
+            PowerState::Off => self.stop_agent(),
+            PowerState::On => {
+                let driver = self.driver.get().and_then(Weak::upgrade);
+                let booted = driver.and_then(|d| d.node(node)).and_then(|n| n.booted_from);
+                if booted == Some(BootDevice::Pxe) && self.boot_agent.load(Ordering::SeqCst) {
+                    self.start_agent();
+                }
+            }
+        }
+    }
+
+    async fn shutdown_os(&self, _node: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.agent_running() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+}
+
+struct Lab {
+    url: String,
+    http: reqwest::Client,
+    machine: Arc<Machine>,
+    _driver: Arc<FakeDriver>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Lab {
+    async fn start() -> Lab {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let binary = tokio::task::spawn_blocking(agent_binary).await.unwrap().unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        let mut host = fixtures::bios_vm();
+        host.disks = vec![DiskSpec::virtio("vda", "0000:00:05.0", 1 << 30).backing_file()];
+        host.build(tree.path()).unwrap();
+        let machine = Arc::new(Machine {
+            binary,
+            tree: tree.path().to_owned(),
+            api_url: OnceLock::new(),
+            driver: OnceLock::new(),
+            boot_agent: AtomicBool::new(true),
+            running: Mutex::new(None),
+            logs: Mutex::new(Vec::new()),
+            boots: AtomicUsize::new(0),
+        });
+        let driver = Arc::new(FakeDriver::builder().hook(machine.clone()).build());
+        let _ = machine.driver.set(Arc::downgrade(&driver));
+        let mut drivers = DriverRegistry::new();
+        drivers.register(driver.clone());
+
+        let data = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = ConductorConfig {
+            data_dir: data.path().to_owned(),
+            listen: addr,
+            ..Default::default()
+        };
+        config.conductor.name = "flow-conductor".into();
+        config.agent.heartbeat_timeout = 10;
+        config.agent.post_deploy_get_power_state_retries = 3;
+        config.agent.post_deploy_get_power_state_retry_interval = 1;
+        config.agent.command_timeout = 20;
+        let url = format!("http://{addr}");
+        let _ = machine.api_url.set(url.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            service::run_on(config, listener, drivers, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Lab {
+            url,
+            http: reqwest::Client::new(),
+            machine,
+            _driver: driver,
+            stop: Some(stop),
+            task,
+            _dirs: (data, tree),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("X-OpenStack-Ironic-API-Version", "1.110")
+            .timeout(Duration::from_secs(20));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn node(&self, uuid: &str) -> Value {
+        let (status, node) =
+            self.call(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"), None).await;
+        assert_eq!(status, 200, "{node}");
+        node
+    }
+
+    async fn provision(&self, uuid: &str, body: Value) {
+        let (status, reply) = self
+            .call(reqwest::Method::PUT, &format!("/v1/nodes/{uuid}/states/provision"), Some(body))
+            .await;
+        assert_eq!(status, 202, "{reply}");
+    }
+
+    /// Polls until the node is in `state` with no lock held, then returns it. Panics with
+    /// the node and the agents' logs when the deadline passes.
+    async fn wait_state(&self, uuid: &str, state: &str) -> Value {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let node = self.node(uuid).await;
+            if node["provision_state"] == state && node["reservation"].is_null() {
+                return node;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "node never reached {state:?} within {STEP:?}: {node:#}\n---- agent logs \
+                     ----\n{}",
+                    self.machine.all_logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until no agent process runs (the machine is off).
+    async fn wait_agent_gone(&self) {
+        let deadline = Instant::now() + STEP;
+        while self.machine.agent_running() {
+            assert!(Instant::now() < deadline, "agent still running:\n{}", self.machine.all_logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap();
+        self.machine.stop_agent();
+    }
+}
+
+/// No step running: the API shows `null` or `{}`.
+fn no_step(step: &Value) -> bool {
+    step.is_null() || step.as_object().is_some_and(|m| m.is_empty())
+}
+
+fn fixture_mac() -> String {
+    fixtures::bios_vm().nics[0].mac.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provide_deploy_undeploy_clean_and_abort_with_the_real_agent() {
+    let lab = Lab::start().await;
+    let (status, node) = lab
+        .call(
+            reqwest::Method::POST,
+            "/v1/nodes",
+            Some(json!({"driver": "fake-hardware", "name": "flow-1"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{node}");
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let (status, port) = lab
+        .call(
+            reqwest::Method::POST,
+            "/v1/ports",
+            Some(json!({"node_uuid": uuid, "address": fixture_mac()})),
+        )
+        .await;
+    assert_eq!(status, 201, "{port}");
+    tokio::spawn(lab.machine.clone().watch(uuid.clone()));
+
+    // manage → manageable; provide → cleaning with the agent (it offers no clean step) →
+    // available, powered off.
+    lab.provision(&uuid, json!({"target": "manage"})).await;
+    lab.wait_state(&uuid, "manageable").await;
+    lab.provision(&uuid, json!({"target": "provide"})).await;
+    let node = lab.wait_state(&uuid, "available").await;
+    assert_eq!(lab.machine.boots.load(Ordering::SeqCst), 1, "one ramdisk boot for cleaning");
+    assert_eq!(node["power_state"], "power off", "{node:#}");
+    assert_eq!(node["last_error"], Value::Null, "{node:#}");
+    assert!(no_step(&node["clean_step"]), "{node:#}");
+    let info = &node["driver_internal_info"];
+    assert!(info.get("agent_url").is_none(), "agent facts wiped on power off: {info:#}");
+    assert!(info.get("clean_steps").is_none(), "{info:#}");
+    assert!(info["agent_last_heartbeat"].is_string(), "the agent heartbeated: {info:#}");
+    lab.wait_agent_gone().await;
+
+    // deploy → wait call-back → the agent's write_image fails → deploy failed, off.
+    let checksum = "a".repeat(64);
+    let (status, patched) = lab
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/nodes/{uuid}"),
+            Some(json!([
+                {"op": "add", "path": "/instance_info/image_source",
+                 "value": "http://127.0.0.1:9/images/disk.img"},
+                {"op": "add", "path": "/instance_info/image_checksum", "value": checksum},
+            ])),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    lab.provision(&uuid, json!({"target": "active"})).await;
+    let node = lab.wait_state(&uuid, "deploy failed").await;
+    let last_error = node["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.contains("write_image is not supported by this agent yet")
+            && last_error
+                .starts_with(&format!("Deploy step deploy.write_image failed on node {uuid}.")),
+        "{node:#}"
+    );
+    assert!(no_step(&node["deploy_step"]), "{node:#}");
+    assert_eq!(lab.machine.boots.load(Ordering::SeqCst), 2);
+    lab.wait_agent_gone().await;
+    assert_eq!(lab.node(&uuid).await["power_state"], "power off");
+
+    // undeploy from deploy failed → tear down → automated cleaning → available, and the
+    // instance is forgotten.
+    lab.provision(&uuid, json!({"target": "deleted"})).await;
+    let node = lab.wait_state(&uuid, "available").await;
+    assert_eq!(node["instance_info"], json!({}), "{node:#}");
+    assert_eq!(node["last_error"], Value::Null, "{node:#}");
+    assert_eq!(lab.machine.boots.load(Ordering::SeqCst), 3);
+    lab.wait_agent_gone().await;
+
+    // Manual cleaning with a step the agent does not offer → clean failed, clearly.
+    lab.provision(&uuid, json!({"target": "manage"})).await;
+    lab.wait_state(&uuid, "manageable").await;
+    lab.provision(
+        &uuid,
+        json!({"target": "clean",
+               "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
+    )
+    .await;
+    let node = lab.wait_state(&uuid, "clean failed").await;
+    assert_eq!(node["target_provision_state"], "manageable", "{node:#}");
+    assert_eq!(
+        node["last_error"],
+        format!(
+            "Cannot clean node {uuid}: clean step deploy.erase_devices is not supported by the \
+             agent"
+        ),
+        "{node:#}"
+    );
+    lab.wait_agent_gone().await;
+    assert_eq!(lab.node(&uuid).await["power_state"], "power off");
+
+    // Abort from clean wait: the ramdisk never comes up this time.
+    lab.provision(&uuid, json!({"target": "manage"})).await;
+    lab.wait_state(&uuid, "manageable").await;
+    lab.machine.boot_agent.store(false, Ordering::SeqCst);
+    lab.provision(&uuid, json!({"target": "provide"})).await;
+    let node = lab.wait_state(&uuid, "clean wait").await;
+    assert_eq!(node["power_state"], "power on", "{node:#}");
+    lab.provision(&uuid, json!({"target": "abort"})).await;
+    let node = lab.wait_state(&uuid, "clean failed").await;
+    assert!(node["last_error"].as_str().unwrap_or_default().contains("Aborted"), "{node:#}");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let node = lab.node(&uuid).await;
+        if node["power_state"] == "power off" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "abort did not power off: {node:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lab.stop().await;
+}
+
+/// An agent that follows a script instead of touching a machine: it offers one clean
+/// step and `write_image`, and both succeed. It lets the conductor's success paths run:
+/// clean step → next step → finish, and write_image → partition UUIDs → boot from disk
+/// → agent power off → power on → active.
+#[derive(Default)]
+struct ScriptedAgent {
+    commands: Mutex<Vec<Value>>,
+    /// `(name, params)` of every command received.
+    received: Mutex<Vec<(String, Value)>>,
+    driver: OnceLock<Weak<FakeDriver>>,
+    node: OnceLock<String>,
+    /// Statuses the next `execute_clean_step` calls end with; then `SUCCEEDED`.
+    clean_outcomes: Mutex<std::collections::VecDeque<&'static str>>,
+}
+
+impl ScriptedAgent {
+    fn names(&self) -> Vec<String> {
+        self.received.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn params_of(&self, name: &str) -> Option<Value> {
+        self.received.lock().unwrap().iter().rev().find(|(n, _)| n == name).map(|(_, p)| p.clone())
+    }
+
+    fn run(&self, name: &str, params: &Value) -> (String, Value, Value) {
+        if name == "clean.execute_clean_step" {
+            let outcome = self.clean_outcomes.lock().unwrap().pop_front();
+            match outcome {
+                Some("FAILED") => {
+                    let error = json!({"type": "CommandExecutionError", "code": 500,
+                        "message": "Command execution failed", "details": "disk on fire"});
+                    return ("FAILED".into(), Value::Null, error);
+                }
+                Some("CLEAN_VERSION_MISMATCH") => {
+                    let error = json!({"type": "VersionMismatch", "code": 409,
+                        "message": "Hardware managers version mismatch", "details": "1.0 vs 1.1"});
+                    return ("CLEAN_VERSION_MISMATCH".into(), Value::Null, error);
+                }
+                _ => {}
+            }
+        }
+        let (status, result) = self.run_ok(name, params);
+        (status, result, Value::Null)
+    }
+
+    fn run_ok(&self, name: &str, params: &Value) -> (String, Value) {
+        let versions = json!({"scripted_manager": "1.0"});
+        match name {
+            "clean.get_clean_steps" => (
+                "SUCCEEDED".into(),
+                json!({
+                "clean_steps": {"ScriptedManager": [
+                    {"step": "erase_devices_metadata", "priority": 99, "interface": "deploy",
+                     "reboot_requested": false, "abortable": true},
+                    {"step": "erase_devices", "priority": 0, "interface": "deploy"}]},
+                "hardware_manager_version": versions}),
+            ),
+            "deploy.get_deploy_steps" => (
+                "SUCCEEDED".into(),
+                json!({
+                "deploy_steps": {"ScriptedManager": [
+                    {"step": "write_image", "priority": 0, "interface": "deploy"}]},
+                "hardware_manager_version": versions}),
+            ),
+            "clean.execute_clean_step" => {
+                ("SUCCEEDED".into(), json!({"clean_result": null, "clean_step": params["step"]}))
+            }
+            "deploy.execute_deploy_step" => (
+                "SUCCEEDED".into(),
+                json!({"deploy_result": {"result": "written"}, "deploy_step": params["step"]}),
+            ),
+            "standby.get_partition_uuids" => {
+                ("SUCCEEDED".into(), json!({"root uuid": "0x1234abcd"}))
+            }
+            "standby.power_off" => {
+                let driver = self.driver.get().and_then(Weak::upgrade);
+                let node = self.node.get().cloned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if let (Some(driver), Some(node)) = (driver, node) {
+                        driver.os_powered_off(&node);
+                    }
+                });
+                ("SUCCEEDED".into(), Value::Null)
+            }
+            other => ("FAILED".into(), json!({"unexpected": other})),
+        }
+    }
+}
+
+async fn scripted_command(
+    axum::extract::State(agent): axum::extract::State<Arc<ScriptedAgent>>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let name = body["name"].as_str().unwrap_or_default().to_owned();
+    let params = body["params"].clone();
+    agent.received.lock().unwrap().push((name.clone(), params.clone()));
+    let (status, result, error) = agent.run(&name, &params);
+    let short = name.split_once('.').map_or(name.as_str(), |(_, c)| c).to_owned();
+    let entry = json!({"id": format!("cmd-{}", agent.received.lock().unwrap().len()),
+        "command_name": short, "command_status": status, "command_error": error,
+        "command_result": if result.is_null() { Value::Null } else { result }});
+    agent.commands.lock().unwrap().push(entry.clone());
+    // As ironic-python-agent: step commands are asynchronous, so the reply says RUNNING
+    // and the outcome shows in the command list.
+    if short.starts_with("execute_") {
+        let mut running = entry;
+        running["command_status"] = json!("RUNNING");
+        running["command_error"] = Value::Null;
+        running["command_result"] = Value::Null;
+        return axum::Json(running);
+    }
+    axum::Json(entry)
+}
+
+async fn scripted_list(
+    axum::extract::State(agent): axum::extract::State<Arc<ScriptedAgent>>,
+) -> axum::Json<Value> {
+    axum::Json(json!({"commands": *agent.commands.lock().unwrap()}))
+}
+
+/// Counts PXE boots, so the test's "ramdisk" looks itself up once per boot.
+#[derive(Default)]
+struct BootCounter {
+    driver: OnceLock<Weak<FakeDriver>>,
+    pxe_boots: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl PowerHook for BootCounter {
+    fn powered(&self, node: &str, state: PowerState) {
+        let driver = self.driver.get().and_then(Weak::upgrade);
+        let booted = driver.and_then(|d| d.node(node)).and_then(|n| n.booted_from);
+        if state == PowerState::On && booted == Some(BootDevice::Pxe) {
+            self.pxe_boots.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let counter = Arc::new(BootCounter::default());
+    let driver = Arc::new(FakeDriver::builder().hook(counter.clone()).build());
+    let _ = counter.driver.set(Arc::downgrade(&driver));
+    let mut drivers = DriverRegistry::new();
+    drivers.register(driver.clone());
+
+    let agent = Arc::new(ScriptedAgent::default());
+    let _ = agent.driver.set(Arc::downgrade(&driver));
+    let agent_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_url = format!("http://{}", agent_listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/v1/commands/", axum::routing::post(scripted_command).get(scripted_list))
+        .with_state(agent.clone());
+    tokio::spawn(async move { axum::serve(agent_listener, app).await.unwrap() });
+
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("images")).unwrap();
+    std::fs::write(data.path().join("images/disk.img"), b"not really a disk").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config =
+        ConductorConfig { data_dir: data.path().to_owned(), listen: addr, ..Default::default() };
+    config.agent.post_deploy_get_power_state_retries = 10;
+    config.agent.post_deploy_get_power_state_retry_interval = 1;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        service::run_on(config, listener, drivers, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let url = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut req = http
+            .request(method, format!("{url}{path}"))
+            .header("X-OpenStack-Ironic-API-Version", "1.68")
+            .timeout(Duration::from_secs(20));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
+        }
+    };
+
+    let mac = "52:54:00:aa:bb:cc";
+    let (status, node) = call(
+        reqwest::Method::POST,
+        "/v1/nodes".into(),
+        Some(json!({"driver": "fake-hardware", "name": "scripted"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{node}");
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let _ = agent.node.set(uuid.clone());
+    let (status, port) = call(
+        reqwest::Method::POST,
+        "/v1/ports".into(),
+        Some(json!({"node_uuid": uuid, "address": mac})),
+    )
+    .await;
+    assert_eq!(status, 201, "{port}");
+
+    // Plays the ramdisk: after each PXE boot, one lookup for the token, then heartbeats
+    // until the node is in `state`.
+    let looked_up = AtomicUsize::new(0);
+    let token = Mutex::new(String::new());
+    let drive = |state: &'static str| {
+        let (call, counter, looked_up, token, agent_url, uuid) =
+            (&call, &counter, &looked_up, &token, &agent_url, &uuid);
+        async move {
+            let deadline = Instant::now() + STEP;
+            loop {
+                let (_, node) = call(reqwest::Method::GET, format!("/v1/nodes/{uuid}"), None).await;
+                if node["provision_state"] == state && node["reservation"].is_null() {
+                    return node;
+                }
+                assert!(Instant::now() < deadline, "never reached {state}: {node:#}");
+                let boots = counter.pxe_boots.load(Ordering::SeqCst);
+                if boots > looked_up.load(Ordering::SeqCst) {
+                    let (status, reply) =
+                        call(reqwest::Method::GET, format!("/v1/lookup?addresses={mac}"), None)
+                            .await;
+                    if status == 200 {
+                        if let Some(t) = reply["config"]["agent_token"].as_str() {
+                            *token.lock().unwrap() = t.to_owned();
+                            looked_up.store(boots, Ordering::SeqCst);
+                        }
+                    }
+                } else if boots > 0 {
+                    let sent = token.lock().unwrap().clone();
+                    call(
+                        reqwest::Method::POST,
+                        format!("/v1/heartbeat/{uuid}"),
+                        Some(json!({"callback_url": agent_url, "agent_token": sent,
+                                    "agent_version": "13.0.0"})),
+                    )
+                    .await;
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+    };
+    let provision = |body: Value| {
+        let call = &call;
+        let path = format!("/v1/nodes/{uuid}/states/provision");
+        async move {
+            let (status, reply) = call(reqwest::Method::PUT, path, Some(body)).await;
+            assert_eq!(status, 202, "{reply}");
+        }
+    };
+
+    provision(json!({"target": "manage"})).await;
+    drive("manageable").await;
+    provision(json!({"target": "provide"})).await;
+    let node = drive("available").await;
+    assert_eq!(
+        agent.names(),
+        ["clean.get_clean_steps", "clean.execute_clean_step"],
+        "only the step with priority > 0 runs"
+    );
+    let sent = agent.params_of("clean.execute_clean_step").unwrap();
+    assert_eq!(sent["step"]["step"], "erase_devices_metadata");
+    assert_eq!(sent["clean_version"], json!({"scripted_manager": "1.0"}));
+    assert_eq!(sent["node"]["uuid"], uuid);
+    assert_eq!(sent["ports"][0]["address"], mac);
+    assert_eq!(node["power_state"], "power off", "{node:#}");
+    assert!(no_step(&node["clean_step"]), "{node:#}");
+
+    let checksum = "b".repeat(64);
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        format!("/v1/nodes/{uuid}"),
+        Some(json!([
+            {"op": "add", "path": "/instance_info/image_source", "value": "disk.img"},
+            {"op": "add", "path": "/instance_info/image_checksum", "value": checksum},
+        ])),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    provision(json!({"target": "active", "configdrive": "H4sIAAAA"})).await;
+    let node = drive("active").await;
+    let names = agent.names();
+    assert_eq!(
+        names[2..],
+        [
+            "deploy.get_deploy_steps",
+            "deploy.execute_deploy_step",
+            "standby.get_partition_uuids",
+            "standby.power_off"
+        ],
+        "{names:?}"
+    );
+    let sent = agent.params_of("deploy.execute_deploy_step").unwrap();
+    let image_info = &sent["step"]["args"]["image_info"];
+    assert_eq!(image_info["urls"], json!([format!("{url}/images/disk.img")]), "{sent:#}");
+    assert_eq!(image_info["checksum"], checksum);
+    assert_eq!(sent["step"]["args"]["configdrive"], "H4sIAAAA");
+    assert_eq!(sent["deploy_version"], json!({"scripted_manager": "1.0"}));
+    assert_eq!(node["power_state"], "power on", "{node:#}");
+    assert_eq!(node["last_error"], Value::Null, "{node:#}");
+    assert!(no_step(&node["deploy_step"]), "{node:#}");
+    assert_eq!(node["driver_internal_info"]["root_uuid_or_disk_id"], "0x1234abcd", "{node:#}");
+    let bmc = driver.node(&uuid).unwrap();
+    assert_eq!(bmc.persistent_device, BootDevice::Disk);
+    assert_eq!(bmc.booted_from, Some(BootDevice::Disk));
+    assert!(node["driver_internal_info"].get("agent_url").is_none(), "{node:#}");
+
+    provision(json!({"target": "deleted"})).await;
+    let node = drive("available").await;
+    assert_eq!(node["instance_info"], json!({}), "{node:#}");
+    assert!(node["driver_internal_info"].get("root_uuid_or_disk_id").is_none(), "{node:#}");
+    assert_eq!(agent.names().len(), 8, "{:?}", agent.names());
+    assert_eq!(counter.pxe_boots.load(Ordering::SeqCst), 3);
+
+    // The agent's managers changed after the steps were fetched: the conductor fetches
+    // them again and restarts the plan.
+    provision(json!({"target": "manage"})).await;
+    drive("manageable").await;
+    agent.clean_outcomes.lock().unwrap().push_back("CLEAN_VERSION_MISMATCH");
+    provision(json!({"target": "provide"})).await;
+    drive("available").await;
+    assert_eq!(
+        agent.names()[8..],
+        [
+            "clean.get_clean_steps",
+            "clean.execute_clean_step",
+            "clean.get_clean_steps",
+            "clean.execute_clean_step"
+        ],
+        "{:?}",
+        agent.names()
+    );
+
+    // A failing step: clean failed, Ironic's wording, powered off.
+    provision(json!({"target": "manage"})).await;
+    drive("manageable").await;
+    agent.clean_outcomes.lock().unwrap().push_back("FAILED");
+    provision(json!({"target": "provide"})).await;
+    let node = drive("clean failed").await;
+    let last_error = node["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.starts_with("Agent returned error for clean step ")
+            && last_error.contains("erase_devices_metadata")
+            && last_error.ends_with(&format!("on node {uuid} : disk on fire")),
+        "{node:#}"
+    );
+    assert_eq!(node["power_state"], "power off", "{node:#}");
+    assert!(no_step(&node["clean_step"]), "{node:#}");
+    assert!(node["driver_internal_info"].get("clean_steps").is_none(), "{node:#}");
+
+    // Deploys refused before the ramdisk boots: an image missing from the image
+    // directory, and a config drive in the (unrendered) dictionary form.
+    provision(json!({"target": "manage"})).await;
+    drive("manageable").await;
+    provision(json!({"target": "provide"})).await;
+    drive("available").await;
+    let boots = counter.pxe_boots.load(Ordering::SeqCst);
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        format!("/v1/nodes/{uuid}"),
+        Some(json!([{"op": "add", "path": "/instance_info/image_source",
+                     "value": "missing.img"}])),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    provision(json!({"target": "active"})).await;
+    let node = drive("deploy failed").await;
+    assert_eq!(
+        node["last_error"],
+        format!(
+            "Failed to deploy node {uuid}: image \"missing.img\" does not exist in the \
+             conductor's image directory"
+        ),
+        "{node:#}"
+    );
+    provision(json!({"target": "deleted"})).await;
+    drive("available").await;
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        format!("/v1/nodes/{uuid}"),
+        Some(json!([
+            {"op": "add", "path": "/instance_info/image_source", "value": "disk.img"},
+            {"op": "add", "path": "/instance_info/image_checksum", "value": checksum},
+        ])),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    provision(json!({"target": "active", "configdrive": {"meta_data": {"uuid": "x"}}})).await;
+    let node = drive("deploy failed").await;
+    let last_error = node["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("config drive given as a dictionary"), "{node:#}");
+    // Only the tear-down's cleaning booted the ramdisk; neither deploy did.
+    assert_eq!(counter.pxe_boots.load(Ordering::SeqCst), boots + 1);
+
+    let _ = stop.send(());
+    service.await.unwrap();
+}
