@@ -789,3 +789,58 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
     let _ = stop.send(());
     service.await.unwrap();
 }
+
+/// The real `baremetal` CLI drives the flows with `--wait`, against the real conductor
+/// and the real agent binary: it must exit 0 where the node reaches the verb's goal and
+/// non-zero, naming the reason, where it lands in a failed state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baremetal_cli_waits_through_the_flows() {
+    use ferric_tests::baremetal::Baremetal;
+    let lab = Lab::start().await;
+    let bm = Baremetal::new(lab.url.clone()).unwrap();
+    let created =
+        bm.json(&["node", "create", "--driver", "fake-hardware", "--name", "bm-1"]).await.unwrap();
+    let uuid = created["uuid"].as_str().unwrap().to_owned();
+    bm.run(&["port", "create", &fixture_mac(), "--node", &uuid])
+        .await
+        .unwrap()
+        .ensure_success("port create")
+        .unwrap();
+    tokio::spawn(lab.machine.clone().watch(uuid.clone()));
+
+    for (verb, state) in [("manage", "manageable"), ("provide", "available")] {
+        bm.run(&["node", verb, "bm-1", "--wait", "120"])
+            .await
+            .unwrap()
+            .ensure_success(verb)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.machine.all_logs()));
+        assert_eq!(lab.node(&uuid).await["provision_state"], state, "{verb}");
+    }
+    bm.run(&[
+        "node",
+        "set",
+        "bm-1",
+        "--instance-info",
+        "image_source=http://127.0.0.1:9/images/disk.img",
+        "--instance-info",
+        &format!("image_checksum={}", "a".repeat(64)),
+    ])
+    .await
+    .unwrap()
+    .ensure_success("set")
+    .unwrap();
+    // Until the agent writes images, the deploy ends in `deploy failed`: the CLI must
+    // say so and exit non-zero.
+    let deploy = bm.run(&["node", "deploy", "bm-1", "--wait", "120"]).await.unwrap();
+    assert!(!deploy.success(), "deploy --wait succeeded: {}", deploy.stdout);
+    assert!(deploy.stderr.contains("deploy failed"), "{}", deploy.stderr);
+    assert_eq!(lab.node(&uuid).await["provision_state"], "deploy failed");
+    bm.run(&["node", "undeploy", "bm-1", "--wait", "120"])
+        .await
+        .unwrap()
+        .ensure_success("undeploy")
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.machine.all_logs()));
+    assert_eq!(lab.node(&uuid).await["provision_state"], "available");
+    bm.run(&["node", "delete", "bm-1"]).await.unwrap().ensure_success("delete").unwrap();
+    lab.stop().await;
+}
