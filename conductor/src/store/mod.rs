@@ -15,7 +15,9 @@
 //! Domain types ([`Node`], [`Port`]) are deliberately not `Serialize`: the API layer owns
 //! the wire representation.
 
+mod checkpoint;
 mod codec;
+mod info_merge;
 mod nodes;
 mod ports;
 
@@ -28,6 +30,7 @@ use sqlx::sqlite::{
 };
 
 pub use codec::normalize_mac;
+pub use info_merge::{InfoChange, InfoView};
 pub use nodes::{
     InvalidSortKey, LastError, Node, NodeQuery, NodeSortKey, TakenOver, Transition,
     TransitionOutcome, UpdateError,
@@ -79,6 +82,14 @@ pub enum StoreError {
     /// A stored value could not be decoded (written by something other than this module).
     #[error("stored {column} of {uuid} is invalid: {reason}")]
     Corrupt { uuid: String, column: &'static str, reason: String },
+    /// The task that commits `driver_internal_info` merges is gone (the runtime that
+    /// opened the store is shutting down).
+    #[error("the store's merge writer has stopped")]
+    WriterStopped,
+    /// The transaction of a batch of `driver_internal_info` merges failed; the text is the
+    /// database error (shared by every merge of the batch, so not kept as a source).
+    #[error("committing driver_internal_info merges failed: {0}")]
+    MergeBatch(String),
 }
 
 /// The database handle. Cheap to clone: the pools are shared.
@@ -86,6 +97,8 @@ pub enum StoreError {
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// The queue of the task that group-commits `driver_internal_info` merges.
+    info_merges: tokio::sync::mpsc::Sender<info_merge::InfoMerge>,
 }
 
 impl Store {
@@ -107,21 +120,29 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        // The writer never checkpoints: an automatic checkpoint runs inside the COMMIT
+        // that crosses the WAL threshold (copying the WAL into the database file and
+        // syncing it), which stalled every queued write behind it and made the slowest
+        // heartbeats several times slower than the rest. `checkpoint::spawn` checkpoints
+        // from its own connection instead, which does not hold up writers.
+        let write_options = options.clone().pragma("wal_autocheckpoint", "0");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(write_options)
             .await
             .map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&write).await.map_err(StoreError::Migrate)?;
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(open_err)?;
-        Ok(Store { write, read })
+        let info_merges = info_merge::spawn_writer(write.clone());
+        checkpoint::spawn(options, write.clone(), info_merges.downgrade());
+        Ok(Store { write, read, info_merges })
     }
 
     /// Runs SQLite's own consistency check; `Ok(true)` when it reports `ok`.
