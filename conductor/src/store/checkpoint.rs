@@ -46,3 +46,49 @@ pub(super) fn spawn(
         let _ = conn.close().await;
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+
+    use crate::store::{Node, Store};
+
+    /// Whether the database file alone (without its WAL) holds a node named `name` (not
+    /// even the table is there before the first checkpoint).
+    async fn main_file_has(db: &std::path::Path, name: &str) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(db, &copy).unwrap();
+        let mut conn = SqliteConnectOptions::new().filename(&copy).connect().await.unwrap();
+        let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut conn)
+            .await
+            .ok()
+            .flatten();
+        conn.close().await.unwrap();
+        found.is_some()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_writes_reach_the_database_file_without_an_automatic_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("f.db");
+        let store = Store::open(&db).await.unwrap();
+        let mut node = Node::new("fake-hardware");
+        node.name = Some("checkpointed".into());
+        store.create_node(&node).await.unwrap();
+        // The writer never checkpoints by itself: right after the commit the row is only
+        // in the WAL.
+        assert!(!main_file_has(&db, "checkpointed").await);
+        let deadline = Instant::now() + super::INTERVAL * 20;
+        while !main_file_has(&db, "checkpointed").await {
+            assert!(Instant::now() < deadline, "no checkpoint within {:?}", super::INTERVAL * 20);
+            tokio::time::sleep(super::INTERVAL / 4).await;
+        }
+        store.close().await;
+    }
+}

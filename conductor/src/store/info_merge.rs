@@ -234,3 +234,141 @@ async fn apply_batch(
     tx.commit().await?;
     Ok(outcomes)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{Node, Store, UpdateError};
+
+    fn change(value: serde_json::Value, remove: &[&str]) -> InfoChange {
+        let serde_json::Value::Object(set) = value else { panic!("not an object") };
+        InfoChange { set, remove: remove.iter().map(|k| (*k).to_owned()).collect() }
+    }
+
+    async fn node_with(store: &Store, info: serde_json::Value, reservation: Option<&str>) -> Node {
+        let mut node = Node::new("fake-hardware");
+        node.provision_state = ProvisionState::CleanWait;
+        let serde_json::Value::Object(info) = info else { panic!("not an object") };
+        node.driver_internal_info = info;
+        node.reservation = reservation.map(str::to_owned);
+        store.create_node(&node).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_batch_applies_in_order_refuses_alone_and_counts_each_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("f.db")).await.unwrap();
+        let a = node_with(&store, json!({"keep": 1, "drop": 2}), None).await;
+        let b = node_with(&store, json!({"token": "t"}), Some("c1")).await;
+        let missing = Uuid::new_v4();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen_b = seen.clone();
+        let decides: Vec<Decide> = vec![
+            Box::new(|_| Some(change(json!({"n": 1}), &["drop"]))),
+            // The second merge of `a` sees the first one's result.
+            Box::new(|view| {
+                assert_eq!(view.driver_internal_info.get("n"), Some(&json!(1)));
+                assert!(!view.driver_internal_info.contains_key("drop"));
+                Some(change(json!({"n": 2}), &[]))
+            }),
+            Box::new(move |view| {
+                seen_b.lock().unwrap().push((view.uuid, view.reservation.map(str::to_owned)));
+                None
+            }),
+            Box::new(|_| Some(change(json!({"never": true}), &[]))),
+        ];
+        let outcomes =
+            apply_batch(&store.write, &[a.uuid, a.uuid, b.uuid, missing], decides).await.unwrap();
+        assert_eq!(outcomes.len(), 4);
+        let expected = [Merged::Applied(ProvisionState::CleanWait); 2];
+        assert_eq!(outcomes[0].as_ref().unwrap(), &expected[0]);
+        assert_eq!(outcomes[1].as_ref().unwrap(), &expected[1]);
+        assert_eq!(outcomes[2].as_ref().unwrap(), &Merged::Refused);
+        assert!(
+            matches!(&outcomes[3], Err(StoreError::NodeNotFound(id)) if *id == missing.to_string())
+        );
+        assert_eq!(*seen.lock().unwrap(), vec![(b.uuid, Some("c1".to_owned()))]);
+
+        let a_now = store.get_node(&a.uuid.to_string()).await.unwrap();
+        assert_eq!(
+            serde_json::Value::Object(a_now.driver_internal_info),
+            json!({"keep": 1, "n": 2})
+        );
+        assert_eq!(a_now.version, a.version + 2);
+        let b_now = store.get_node(&b.uuid.to_string()).await.unwrap();
+        assert_eq!(b_now.version, b.version);
+        assert_eq!(b_now.driver_internal_info, b.driver_internal_info);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_row_fails_its_own_merges_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("f.db")).await.unwrap();
+        let bad = node_with(&store, json!({}), None).await;
+        let good = node_with(&store, json!({}), None).await;
+        sqlx::query("UPDATE nodes SET driver_internal_info = 'not json' WHERE uuid = ?")
+            .bind(bad.uuid.to_string())
+            .execute(&store.write)
+            .await
+            .unwrap();
+        let decides: Vec<Decide> = vec![
+            Box::new(|_| Some(change(json!({"x": 1}), &[]))),
+            Box::new(|_| Some(change(json!({"x": 2}), &[]))),
+            Box::new(|_| panic!("a decision that panics")),
+        ];
+        let outcomes =
+            apply_batch(&store.write, &[bad.uuid, good.uuid, good.uuid], decides).await.unwrap();
+        assert!(matches!(
+            &outcomes[0],
+            Err(StoreError::Corrupt { column: "driver_internal_info", .. })
+        ));
+        assert_eq!(outcomes[1].as_ref().unwrap(), &Merged::Applied(ProvisionState::CleanWait));
+        assert!(matches!(&outcomes[2], Err(StoreError::MergeBatch(_))));
+        let good_now = store.get_node(&good.uuid.to_string()).await.unwrap();
+        assert_eq!(good_now.driver_internal_info.get("x"), Some(&json!(2)));
+        assert_eq!(good_now.version, good.version + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typed_refusals_come_back_and_concurrent_merges_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("f.db")).await.unwrap();
+        let node = node_with(&store, json!({"agent_secret_token": "right"}), None).await;
+        let refused = store
+            .update_driver_internal_info_with(node.uuid, |view| {
+                match view.driver_internal_info.get("agent_secret_token") {
+                    Some(t) if t == "wrong" => Ok(InfoChange::default()),
+                    _ => Err(format!("token mismatch on {}", view.uuid)),
+                }
+            })
+            .await;
+        assert!(
+            matches!(&refused, Err(UpdateError::Rejected(msg)) if *msg == format!("token mismatch on {}", node.uuid))
+        );
+        assert_eq!(store.get_node(&node.uuid.to_string()).await.unwrap().version, node.version);
+
+        // Many callers at once: each lands exactly once, whatever batches they shared.
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .update_driver_internal_info_with(node.uuid, move |view| {
+                            assert_eq!(view.provision_state, ProvisionState::CleanWait);
+                            Ok::<_, String>(change(json!({format!("k{i}"): i}), &[]))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), ProvisionState::CleanWait);
+        }
+        let after = store.get_node(&node.uuid.to_string()).await.unwrap();
+        assert_eq!(after.version, node.version + 200);
+        assert_eq!(after.driver_internal_info.len(), 201);
+        assert_eq!(after.driver_internal_info.get("k199"), Some(&json!(199)));
+    }
+}
