@@ -357,19 +357,25 @@ async fn one_request(
     Ok(())
 }
 
-/// Client `index` of `clients`: cycles through its share of the nodes (node i belongs to
-/// client i mod clients, so no two clients heartbeat the same node at once, as with real
-/// agents), recording requests that start inside [measure_from, measure_until).
-async fn run_client(
-    client: reqwest::Client,
-    base: Arc<str>,
+/// What every client of one workload shares.
+struct Plan {
+    base: String,
     workload: Workload,
     nodes: Arc<Vec<Seeded>>,
-    index: usize,
     clients: usize,
+    /// Requests started before this are warm-up and not recorded.
     measure_from: Instant,
+    /// No request starts at or after this.
     measure_until: Instant,
-) -> ClientResult {
+}
+
+/// Client `index`: cycles through its share of the nodes (node i belongs to client
+/// i mod clients, so no two clients heartbeat the same node at once, as with real agents),
+/// recording requests that start inside the measured window.
+async fn run_client(client: reqwest::Client, plan: Arc<Plan>, index: usize) -> ClientResult {
+    let Plan { base, workload, nodes, clients, measure_from, measure_until } = &*plan;
+    let (workload, clients, measure_from, measure_until) =
+        (*workload, *clients, *measure_from, *measure_until);
     let mut result = ClientResult::default();
     let mut next = index % nodes.len();
     loop {
@@ -378,7 +384,7 @@ async fn run_client(
             return result;
         }
         let Some(node) = nodes.get(next) else { return result };
-        let outcome = one_request(&client, &base, workload, node).await;
+        let outcome = one_request(&client, base, workload, node).await;
         let elapsed = started.elapsed();
         next += clients;
         if next >= nodes.len() {
@@ -429,22 +435,17 @@ async fn run_workload(
     options: &Options,
     pid: u32,
 ) -> anyhow::Result<Report> {
-    let base: Arc<str> = Arc::from(base);
     let measure_from = Instant::now() + Duration::from_secs(options.warmup);
-    let measure_until = measure_from + Duration::from_secs(options.seconds);
+    let plan = Arc::new(Plan {
+        base: base.to_owned(),
+        workload,
+        nodes: nodes.clone(),
+        clients: options.clients,
+        measure_from,
+        measure_until: measure_from + Duration::from_secs(options.seconds),
+    });
     let tasks: Vec<_> = (0..options.clients)
-        .map(|index| {
-            tokio::spawn(run_client(
-                client.clone(),
-                base.clone(),
-                workload,
-                nodes.clone(),
-                index,
-                options.clients,
-                measure_from,
-                measure_until,
-            ))
-        })
+        .map(|index| tokio::spawn(run_client(client.clone(), plan.clone(), index)))
         .collect();
     let mut latencies = Vec::new();
     let mut errors = 0;
