@@ -3,7 +3,10 @@
 //! SQLite through sqlx, in WAL mode. Writes go through one dedicated connection (a pool of
 //! one): SQLite admits a single writer anyway, and queueing writers in-process in FIFO
 //! order gives far steadier latency than letting several connections spin on the busy
-//! handler. Reads use a separate pool and never wait for writers (WAL).
+//! handler. Reads use a separate pool and never wait for writers (WAL). Two tasks take
+//! work off that connection's hot path: `info_merge` commits concurrent
+//! `driver_internal_info` merges (heartbeats) together in one transaction, and
+//! `checkpoint` copies the WAL into the database file from a connection of its own.
 //!
 //! The SQL is kept portable (plain types, JSON as TEXT, timestamps as BIGINT microseconds,
 //! `INSERT … ON CONFLICT`, no JSON functions: JSON merges happen in Rust) so that a
