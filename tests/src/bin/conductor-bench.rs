@@ -217,7 +217,8 @@ async fn seed(db: &Path, count: usize) -> anyhow::Result<Vec<Seeded>> {
 }
 
 /// A free port on 127.0.0.1, picked by the kernel. The listener is dropped before the
-/// conductor binds it; nothing else on this host races for ports in the meantime.
+/// conductor binds it; should another process take the port in between, the conductor
+/// exits and `wait_ready` reports it with the conductor's log.
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding port 0")?;
     Ok(listener.local_addr()?.port())
