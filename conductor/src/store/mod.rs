@@ -6,7 +6,8 @@
 //! handler. Reads use a separate pool and never wait for writers (WAL). Two tasks take
 //! work off that connection's hot path: `info_merge` commits concurrent
 //! `driver_internal_info` merges (heartbeats) together in one transaction, and
-//! `checkpoint` copies the WAL into the database file from a connection of its own.
+//! `checkpoint` copies the WAL into the database file from a connection of its own, ahead
+//! of the writer's own checkpoints.
 //!
 //! The SQL is kept portable (plain types, JSON as TEXT, timestamps as BIGINT microseconds,
 //! `INSERT … ON CONFLICT`, no JSON functions: JSON merges happen in Rust) so that a
@@ -45,6 +46,10 @@ pub type JsonMap = serde_json::Map<String, serde_json::Value>;
 
 /// How long a connection waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// WAL pages after which the writer checkpoints by itself, in the COMMIT that crosses
+/// the mark (SQLite's default, stated so the pairing with `checkpoint` is visible).
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "1000";
 
 /// Read connections; SQLite readers in WAL mode run in parallel.
 const READ_CONNECTIONS: u32 = 4;
@@ -123,12 +128,15 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
-        // The writer never checkpoints: an automatic checkpoint runs inside the COMMIT
-        // that crosses the WAL threshold (copying the WAL into the database file and
-        // syncing it), which stalled every queued write behind it and made the slowest
-        // heartbeats several times slower than the rest. `checkpoint::spawn` checkpoints
-        // from its own connection instead, which does not hold up writers.
-        let write_options = options.clone().pragma("wal_autocheckpoint", "0");
+        // An automatic checkpoint runs inside the COMMIT that crosses the WAL threshold
+        // (copying the WAL into the database file and syncing it) and holds up every
+        // queued write behind it; under heartbeat load that made the slowest heartbeats
+        // several times slower than the rest. `checkpoint::spawn` does that copying from a
+        // connection of its own, so the writer's own checkpoint, which is still needed to
+        // let the WAL start over from its beginning (and so stay bounded), finds little
+        // left to copy.
+        let write_options =
+            options.clone().pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
