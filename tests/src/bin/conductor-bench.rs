@@ -12,6 +12,7 @@
 //!
 //! Numbers from a shared machine are noisy; this reports them and asserts nothing.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -234,7 +235,19 @@ impl Conductor {
     fn start(ferric: &Path, data_dir: &Path, port: u16) -> anyhow::Result<Conductor> {
         let log = data_dir.join("conductor.log");
         let log_file = std::fs::File::create(&log).context("creating the conductor log")?;
-        let child = Command::new(ferric)
+        let mut command = Command::new(ferric);
+        // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent. The
+        // conductor gets SIGTERM when this benchmark's thread that started it ends, so even
+        // an aborting benchmark leaves no conductor behind.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .arg("conductor")
             .arg("--data-dir")
             .arg(data_dir)
@@ -515,6 +528,8 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         reports.push(report);
     }
     let peak_kib = proc_status_kib(conductor.pid(), "VmHWM")?;
+    // A WAL that only grows means checkpoints cannot keep up with the writes.
+    let wal_bytes = std::fs::metadata(dir.path().join("ferric.db-wal")).map_or(0, |m| m.len());
     let exited = conductor.child.try_wait().ok().flatten();
     conductor.stop();
     if let Some(status) = exited {
@@ -550,6 +565,7 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     }
     println!();
     println!("conductor peak RSS (VmHWM): {:.1} MB", peak_kib as f64 / 1024.0);
+    println!("WAL file at the end: {:.1} MB", wal_bytes as f64 / 1e6);
     if let Some(hb) = reports.iter().find(|r| r.workload == Workload::Heartbeat) {
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         println!(
