@@ -25,7 +25,7 @@ use super::nodes::{parse_uuid, query};
 use super::version::RequestVersion;
 use super::view;
 use super::{ApiState, ConductorTask};
-use crate::store::{Node, NodeQuery, StoreError, UpdateError};
+use crate::store::{InfoChange, InfoView, Node, NodeQuery, StoreError, UpdateError};
 
 /// The `driver_internal_info` key holding the agent token.
 pub const TOKEN_KEY: &str = "agent_secret_token";
@@ -234,24 +234,16 @@ fn callback_url_ok(url: &str) -> bool {
     matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") && !host.is_empty()
 }
 
-pub async fn heartbeat(
-    State(state): State<ApiState>,
-    version: RequestVersion,
-    Path(ident): Path<String>,
-    JsonBody(hb): JsonBody<HeartbeatRequest>,
-) -> Result<StatusCode, ApiError> {
-    if version.0 < ApiVersion::RAMDISK_ENDPOINTS {
-        return Err(ApiError::NotFound("The resource could not be found.".into()));
-    }
-    hb.check_version(version.0).map_err(|e| invalid(e.to_string()))?;
-    if !callback_url_ok(&hb.callback_url) {
-        return Err(invalid(format!(
-            "Invalid callback_url {:?}: expected an http:// or https:// URL",
-            hb.callback_url
-        )));
-    }
-    let node = state.store.get_node(&ident).await?;
-    let info = &node.driver_internal_info;
+/// What heartbeat `hb` records on `node`, or why it is refused: a changed callback URL
+/// or certificate, a missing or wrong token, no version and no status, plain HTTP where
+/// TLS is required, or a first heartbeat while another conductor holds the node.
+fn heartbeat_change(
+    node: &InfoView<'_>,
+    hb: &HeartbeatRequest,
+    require_tls: bool,
+    now: String,
+) -> Result<InfoChange, ApiError> {
+    let info = node.driver_internal_info;
     let recorded_url = info.get("agent_url").and_then(Value::as_str);
     if let Some(recorded) = recorded_url {
         if recorded != hb.callback_url {
@@ -264,15 +256,14 @@ pub async fn heartbeat(
     let Some(sent) = hb.agent_token.as_deref() else {
         return Err(invalid("Agent token is required for heartbeat processing."));
     };
-    if !stored_token(&node).is_some_and(|stored| tokens_match(stored, sent)) {
+    let stored = info.get(TOKEN_KEY).and_then(Value::as_str).filter(|t| !t.is_empty());
+    if !stored.is_some_and(|stored| tokens_match(stored, sent)) {
         return Err(invalid("Invalid or missing agent token received."));
     }
     if hb.agent_version.is_none() && hb.agent_status.is_none() {
         return Err(invalid("Heartbeat carries neither agent_version nor agent_status."));
     }
-    if state.config.agent.require_tls
-        && !hb.callback_url.to_ascii_lowercase().starts_with("https://")
-    {
+    if require_tls && !hb.callback_url.to_ascii_lowercase().starts_with("https://") {
         return Err(invalid(format!(
             "Agent on node {} uses an insecure callback_url; TLS is required.",
             node.uuid
@@ -289,7 +280,7 @@ pub async fn heartbeat(
         }
     }
     if recorded_url.is_none() {
-        if let Some(holder) = &node.reservation {
+        if let Some(holder) = node.reservation {
             return Err(ApiError::Conflict(format!(
                 "Node {} is locked by host {holder}, please retry after the current operation \
                  is completed.",
@@ -299,10 +290,7 @@ pub async fn heartbeat(
     }
     let mut set = Map::new();
     set.insert("agent_url".into(), Value::String(hb.callback_url.clone()));
-    set.insert(
-        "agent_last_heartbeat".into(),
-        Value::String(view::timestamp(OffsetDateTime::now_utc())),
-    );
+    set.insert("agent_last_heartbeat".into(), Value::String(now));
     if let Some(v) = &hb.agent_version {
         set.insert("agent_version".into(), Value::String(v.clone()));
     }
@@ -320,15 +308,57 @@ pub async fn heartbeat(
     if let Some(message) = &hb.agent_status_message {
         set.insert("agent_status_message".into(), Value::String(message.clone()));
     }
-    state.store.update_driver_internal_info(node.uuid, set, &[]).await?;
-    if node.provision_state.heartbeat_allowed(false) {
+    Ok(InfoChange { set, remove: Vec::new() })
+}
+
+pub async fn heartbeat(
+    State(state): State<ApiState>,
+    version: RequestVersion,
+    Path(ident): Path<String>,
+    JsonBody(hb): JsonBody<HeartbeatRequest>,
+) -> Result<StatusCode, ApiError> {
+    if version.0 < ApiVersion::RAMDISK_ENDPOINTS {
+        return Err(ApiError::NotFound("The resource could not be found.".into()));
+    }
+    hb.check_version(version.0).map_err(|e| invalid(e.to_string()))?;
+    if !callback_url_ok(&hb.callback_url) {
+        return Err(invalid(format!(
+            "Invalid callback_url {:?}: expected an http:// or https:// URL",
+            hb.callback_url
+        )));
+    }
+    // Agents heartbeat by UUID; a name is resolved first (an extra read, off the hot path).
+    let uuid = match Uuid::parse_str(&ident) {
+        Ok(uuid) => uuid,
+        Err(_) => state.store.get_node(&ident).await?.uuid,
+    };
+    let require_tls = state.config.agent.require_tls;
+    let now = view::timestamp(OffsetDateTime::now_utc());
+    // The checks run in the store's write transaction against the row being written, and
+    // concurrent heartbeats share that transaction (group commit): one heartbeat costs no
+    // read and no transaction of its own.
+    let provision_state = match state
+        .store
+        .update_driver_internal_info_with(uuid, move |node| {
+            heartbeat_change(node, &hb, require_tls, now)
+        })
+        .await
+    {
+        Ok(provision_state) => provision_state,
+        Err(UpdateError::Rejected(err)) => return Err(err),
+        Err(UpdateError::Store(StoreError::NodeNotFound(_))) => {
+            return Err(ApiError::NodeNotFound(ident))
+        }
+        Err(UpdateError::Store(err)) => return Err(err.into()),
+    };
+    if provision_state.heartbeat_allowed(false) {
         // Like Ironic's conductor skipping a locked node, a full queue drops this
         // heartbeat's processing; the agent heartbeats again soon.
-        if let Err(err) = state.tasks.try_send(ConductorTask::Heartbeat { node: node.uuid }) {
-            tracing::warn!(node = %node.uuid, error = %err, "heartbeat recorded, not processed");
+        if let Err(err) = state.tasks.try_send(ConductorTask::Heartbeat { node: uuid }) {
+            tracing::warn!(node = %uuid, error = %err, "heartbeat recorded, not processed");
         }
     } else {
-        tracing::debug!(node = %node.uuid, state = %node.provision_state,
+        tracing::debug!(node = %uuid, state = %provision_state,
             "heartbeat recorded; the node's state expects none");
     }
     Ok(StatusCode::ACCEPTED)

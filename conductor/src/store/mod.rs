@@ -3,7 +3,11 @@
 //! SQLite through sqlx, in WAL mode. Writes go through one dedicated connection (a pool of
 //! one): SQLite admits a single writer anyway, and queueing writers in-process in FIFO
 //! order gives far steadier latency than letting several connections spin on the busy
-//! handler. Reads use a separate pool and never wait for writers (WAL).
+//! handler. Reads use a separate pool and never wait for writers (WAL). Two tasks take
+//! work off that connection's hot path: `info_merge` commits concurrent
+//! `driver_internal_info` merges (heartbeats) together in one transaction, and
+//! `checkpoint` copies the WAL into the database file from a connection of its own, ahead
+//! of the writer's own checkpoints.
 //!
 //! The SQL is kept portable (plain types, JSON as TEXT, timestamps as BIGINT microseconds,
 //! `INSERT … ON CONFLICT`, no JSON functions: JSON merges happen in Rust) so that a
@@ -15,7 +19,9 @@
 //! Domain types ([`Node`], [`Port`]) are deliberately not `Serialize`: the API layer owns
 //! the wire representation.
 
+mod checkpoint;
 mod codec;
+mod info_merge;
 mod nodes;
 mod ports;
 
@@ -28,6 +34,7 @@ use sqlx::sqlite::{
 };
 
 pub use codec::normalize_mac;
+pub use info_merge::{InfoChange, InfoView};
 pub use nodes::{
     InvalidSortKey, LastError, Node, NodeQuery, NodeSortKey, TakenOver, Transition,
     TransitionOutcome, UpdateError,
@@ -39,6 +46,10 @@ pub type JsonMap = serde_json::Map<String, serde_json::Value>;
 
 /// How long a connection waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// WAL pages after which the writer checkpoints by itself, in the COMMIT that crosses
+/// the mark (SQLite's default, stated so the pairing with `checkpoint` is visible).
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "1000";
 
 /// Read connections; SQLite readers in WAL mode run in parallel.
 const READ_CONNECTIONS: u32 = 4;
@@ -79,6 +90,14 @@ pub enum StoreError {
     /// A stored value could not be decoded (written by something other than this module).
     #[error("stored {column} of {uuid} is invalid: {reason}")]
     Corrupt { uuid: String, column: &'static str, reason: String },
+    /// The task that commits `driver_internal_info` merges is gone (the runtime that
+    /// opened the store is shutting down).
+    #[error("the store's merge writer has stopped")]
+    WriterStopped,
+    /// The transaction of a batch of `driver_internal_info` merges failed; the text is the
+    /// database error (shared by every merge of the batch, so not kept as a source).
+    #[error("committing driver_internal_info merges failed: {0}")]
+    MergeBatch(String),
 }
 
 /// The database handle. Cheap to clone: the pools are shared.
@@ -86,6 +105,8 @@ pub enum StoreError {
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// The queue of the task that group-commits `driver_internal_info` merges.
+    info_merges: tokio::sync::mpsc::Sender<info_merge::InfoMerge>,
 }
 
 impl Store {
@@ -107,21 +128,32 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        // An automatic checkpoint runs inside the COMMIT that crosses the WAL threshold
+        // (copying the WAL into the database file and syncing it) and holds up every
+        // queued write behind it; under heartbeat load that made the slowest heartbeats
+        // several times slower than the rest. `checkpoint::spawn` does that copying from a
+        // connection of its own, so the writer's own checkpoint, which is still needed to
+        // let the WAL start over from its beginning (and so stay bounded), finds little
+        // left to copy.
+        let write_options =
+            options.clone().pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(write_options)
             .await
             .map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&write).await.map_err(StoreError::Migrate)?;
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(open_err)?;
-        Ok(Store { write, read })
+        let info_merges = info_merge::spawn_writer(write.clone());
+        checkpoint::spawn(options, write.clone(), info_merges.downgrade());
+        Ok(Store { write, read, info_merges })
     }
 
     /// Runs SQLite's own consistency check; `Ok(true)` when it reports `ok`.

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::codec::{conflict_or, json_text, list_text, now, opt_micros, to_micros, Cols};
+use super::info_merge::{Decide, InfoChange, InfoMerge, InfoView, Merged};
 use super::{JsonMap, Store, StoreError};
 
 /// A bare-metal node as the conductor keeps it (the fields of Ironic's node that Ferric
@@ -602,9 +603,6 @@ pub enum UpdateError<E> {
     Rejected(#[source] E),
 }
 
-/// Optimistic tries of [`Store::update_driver_internal_info`] before it locks.
-const MERGE_OPTIMISTIC_ATTEMPTS: usize = 3;
-
 /// How often [`Store::update_node`] re-reads and re-applies after a concurrent write.
 const UPDATE_ATTEMPTS: usize = 8;
 
@@ -682,7 +680,7 @@ async fn write_node<'e>(
     Ok(Some(saved))
 }
 
-fn placeholders(n: usize) -> String {
+pub(super) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
@@ -1053,56 +1051,68 @@ impl Store {
     }
 
     /// Sets the keys of `set` and removes the keys of `remove` in the node's
-    /// `driver_internal_info` (heartbeats call this).
-    ///
-    /// Kept cheap for heartbeat rates: the current value is read on a read connection and
-    /// written back by one autocommit UPDATE guarded by the node's `version`, so the single
-    /// writer connection is busy for one statement only. A concurrent write to the same
-    /// node makes the guard miss and the merge is redone on fresh data; after a few misses
-    /// it falls back to a locking transaction, so it always completes.
+    /// `driver_internal_info`. Returns once the change is committed.
     pub async fn update_driver_internal_info(
         &self,
         uuid: Uuid,
         set: JsonMap,
         remove: &[&str],
     ) -> Result<(), StoreError> {
-        let id = uuid.to_string();
-        let merge = |text: &str| merge_info(&id, text, &set, remove);
-        const UPDATE: &str = "UPDATE nodes SET driver_internal_info = ?, updated_at = ?, \
-                              version = version + 1 WHERE uuid = ? AND version = ?";
-        const SELECT: &str = "SELECT driver_internal_info, version FROM nodes WHERE uuid = ?";
-        for _ in 0..MERGE_OPTIMISTIC_ATTEMPTS {
-            let row: Option<(String, i64)> =
-                sqlx::query_as(SELECT).bind(&id).fetch_optional(&self.read).await?;
-            let Some((text, version)) = row else {
-                return Err(StoreError::NodeNotFound(id));
-            };
-            let done = sqlx::query(UPDATE)
-                .bind(merge(&text)?)
-                .bind(to_micros(now()))
-                .bind(&id)
-                .bind(version)
-                .execute(&self.write)
-                .await?;
-            if done.rows_affected() == 1 {
-                return Ok(());
+        let change = InfoChange { set, remove: remove.iter().map(|k| (*k).to_owned()).collect() };
+        match self.queue_merge(uuid, Box::new(move |_| Some(change))).await? {
+            Merged::Applied(_) => Ok(()),
+            // The decision above always accepts.
+            Merged::Refused => Ok(()),
+        }
+    }
+
+    /// Lets `decide` look at the node (its state, reservation and `driver_internal_info`
+    /// as of the transaction that writes it) and either return the keys to set and remove
+    /// or refuse with its own error; applies the change and returns the node's provision
+    /// state once committed. Heartbeats call this: the token check and the write are one
+    /// atomic step. `decide` runs while the write transaction is open, so it must be
+    /// quick and must not block.
+    ///
+    /// Kept cheap for heartbeat rates: concurrent merges are committed together, in one
+    /// transaction, by the store's merge writer (see `info_merge`), instead of a read and
+    /// a transaction each through the single writer connection.
+    pub async fn update_driver_internal_info_with<E>(
+        &self,
+        uuid: Uuid,
+        decide: impl FnOnce(&InfoView<'_>) -> Result<InfoChange, E> + Send + 'static,
+    ) -> Result<ProvisionState, UpdateError<E>>
+    where
+        E: Send + 'static,
+    {
+        let refusal = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let slot = refusal.clone();
+        let decide = Box::new(move |view: &InfoView<'_>| match decide(view) {
+            Ok(change) => Some(change),
+            Err(err) => {
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(err);
+                }
+                None
+            }
+        });
+        match self.queue_merge(uuid, decide).await? {
+            Merged::Applied(state) => Ok(state),
+            Merged::Refused => {
+                let err = refusal.lock().ok().and_then(|mut slot| slot.take());
+                // The refusal is stored before the writer answers, so it is there.
+                Err(err
+                    .map_or(UpdateError::Store(StoreError::WriterStopped), UpdateError::Rejected))
             }
         }
-        let mut tx = self.write_tx().await?;
-        let row: Option<(String, i64)> =
-            sqlx::query_as(SELECT).bind(&id).fetch_optional(&mut *tx).await?;
-        let Some((text, version)) = row else {
-            return Err(StoreError::NodeNotFound(id));
-        };
-        sqlx::query(UPDATE)
-            .bind(merge(&text)?)
-            .bind(to_micros(now()))
-            .bind(&id)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+    }
+
+    async fn queue_merge(&self, uuid: Uuid, decide: Decide) -> Result<Merged, StoreError> {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.info_merges
+            .send(InfoMerge { uuid, decide, done })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        outcome.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Start-up takeover after a restart of conductor `holder`: every node in a transient
