@@ -10,6 +10,7 @@
 use ferric_shared::states::{completion_event, Event, ProvisionState};
 use ferric_shared::steps::{NodeStep, StepKind, UserStep};
 use serde_json::Value;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::plan::{automated_clean_plan, manual_clean_plan, PriorityOverrides};
@@ -44,12 +45,15 @@ impl Orchestrator {
     /// finished): boot the ramdisk and wait for its agent.
     pub(crate) async fn start_cleaning(&self, uuid: Uuid, requested: Option<Vec<UserStep>>) {
         let span = tracing::info_span!("clean", node = %uuid);
-        let _enter = span.enter();
-        if !self.lock(uuid, true).await {
-            return;
+        async move {
+            if !self.lock(uuid, true).await {
+                return;
+            }
+            self.start_cleaning_locked(uuid, requested).await;
+            self.unlock(uuid).await;
         }
-        self.start_cleaning_locked(uuid, requested).await;
-        self.unlock(uuid).await;
+        .instrument(span)
+        .await
     }
 
     /// [`Self::start_cleaning`] with the node's lock held.

@@ -7,6 +7,7 @@
 //! off if it does not go down in time), powers it on → `active`.
 
 use std::path::Path;
+use tracing::Instrument;
 
 use ferric_shared::node::{ConfigDrive, ProvisionRequest};
 use ferric_shared::states::{Event, ProvisionState};
@@ -52,24 +53,27 @@ impl Orchestrator {
     /// A provision task that moved the node to `deploying` (deploy, active, rebuild).
     pub(crate) async fn start_deploy(&self, uuid: Uuid, request: &ProvisionRequest) {
         let span = tracing::info_span!("deploy", node = %uuid);
-        let _enter = span.enter();
-        if !self.lock(uuid, true).await {
-            return;
-        }
-        match self.store.get_node(&uuid.to_string()).await {
-            Ok(node) if node.provision_state == ProvisionState::Deploying => {
-                if let Err(e) = self.prepare_deploy(&node, request).await {
-                    let message =
-                        format!("Failed to deploy node {uuid}: {}", crate::error_chain(&e));
-                    self.fail_deploy(&node, message).await;
+        async move {
+            if !self.lock(uuid, true).await {
+                return;
+            }
+            match self.store.get_node(&uuid.to_string()).await {
+                Ok(node) if node.provision_state == ProvisionState::Deploying => {
+                    if let Err(e) = self.prepare_deploy(&node, request).await {
+                        let message =
+                            format!("Failed to deploy node {uuid}: {}", crate::error_chain(&e));
+                        self.fail_deploy(&node, message).await;
+                    }
                 }
+                Ok(node) => {
+                    tracing::info!(state = %node.provision_state, "not deploying any more; nothing to do");
+                }
+                Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cannot read node"),
             }
-            Ok(node) => {
-                tracing::info!(state = %node.provision_state, "not deploying any more; nothing to do");
-            }
-            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cannot read node"),
+            self.unlock(uuid).await;
         }
-        self.unlock(uuid).await;
+        .instrument(span)
+        .await
     }
 
     /// Validates and completes `instance_info`, boots the ramdisk, waits for the agent.
@@ -325,46 +329,49 @@ impl Orchestrator {
     /// `available` when automated cleaning is off).
     pub(crate) async fn tear_down(&self, uuid: Uuid) {
         let span = tracing::info_span!("tear_down", node = %uuid);
-        let _enter = span.enter();
-        if !self.lock(uuid, true).await {
-            return;
-        }
-        match self.store.get_node(&uuid.to_string()).await {
-            Ok(node) if node.provision_state == ProvisionState::Deleting => {
-                match self.tear_down_instance(&node).await {
-                    Ok(()) => {
-                        if self
-                            .apply(
+        async move {
+            if !self.lock(uuid, true).await {
+                return;
+            }
+            match self.store.get_node(&uuid.to_string()).await {
+                Ok(node) if node.provision_state == ProvisionState::Deleting => {
+                    match self.tear_down_instance(&node).await {
+                        Ok(()) => {
+                            if self
+                                .apply(
+                                    uuid,
+                                    Transition::new(Event::Clean)
+                                        .only_from(&[ProvisionState::Deleting])
+                                        .target(ProvisionState::Available),
+                                )
+                                .await
+                            {
+                                self.start_cleaning_locked(uuid, None).await;
+                            }
+                        }
+                        Err(e) => {
+                            let message =
+                                format!("Failed to tear down node {uuid}: {}", crate::error_chain(&e));
+                            tracing::warn!(%message, "tear-down failed");
+                            self.apply(
                                 uuid,
-                                Transition::new(Event::Clean)
+                                Transition::new(Event::Fail)
                                     .only_from(&[ProvisionState::Deleting])
-                                    .target(ProvisionState::Available),
+                                    .last_error(LastError::Set(message)),
                             )
-                            .await
-                        {
-                            self.start_cleaning_locked(uuid, None).await;
+                            .await;
                         }
                     }
-                    Err(e) => {
-                        let message =
-                            format!("Failed to tear down node {uuid}: {}", crate::error_chain(&e));
-                        tracing::warn!(%message, "tear-down failed");
-                        self.apply(
-                            uuid,
-                            Transition::new(Event::Fail)
-                                .only_from(&[ProvisionState::Deleting])
-                                .last_error(LastError::Set(message)),
-                        )
-                        .await;
-                    }
                 }
+                Ok(node) => {
+                    tracing::info!(state = %node.provision_state, "not deleting any more; nothing to do");
+                }
+                Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cannot read node"),
             }
-            Ok(node) => {
-                tracing::info!(state = %node.provision_state, "not deleting any more; nothing to do");
-            }
-            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cannot read node"),
+            self.unlock(uuid).await;
         }
-        self.unlock(uuid).await;
+        .instrument(span)
+        .await
     }
 
     async fn tear_down_instance(&self, node: &Node) -> Result<(), TaskError> {
@@ -390,46 +397,49 @@ impl Orchestrator {
     /// forget the step that was waiting.
     pub(crate) async fn abort(&self, uuid: Uuid) {
         let span = tracing::info_span!("abort", node = %uuid);
-        let _enter = span.enter();
-        if !self.lock(uuid, true).await {
-            return;
-        }
-        let result = async {
-            let node = self.store.get_node(&uuid.to_string()).await?;
-            if !matches!(
-                node.provision_state,
-                ProvisionState::CleanFailed | ProvisionState::DeployFailed
-            ) {
-                tracing::info!(state = %node.provision_state, "nothing to abort");
-                return Ok(());
+        async move {
+            if !self.lock(uuid, true).await {
+                return;
             }
-            self.power_off(&node).await?;
-            let cleared = self
-                .store
-                .update_node(&uuid.to_string(), |n| {
-                    n.clean_step = JsonMap::new();
-                    n.deploy_step = JsonMap::new();
-                    for key in [
-                        super::clean::PLAN_KEY,
-                        super::clean::INDEX_KEY,
-                        super::clean::REQUESTED_KEY,
-                    ] {
-                        n.driver_internal_info.remove(key);
-                    }
-                    Ok::<_, std::convert::Infallible>(())
-                })
-                .await;
-            match cleared {
-                Ok(_) => Ok(()),
-                Err(UpdateError::Store(e)) => Err(TaskError::from(e)),
-                Err(UpdateError::Rejected(never)) => match never {},
+            let result = async {
+                let node = self.store.get_node(&uuid.to_string()).await?;
+                if !matches!(
+                    node.provision_state,
+                    ProvisionState::CleanFailed | ProvisionState::DeployFailed
+                ) {
+                    tracing::info!(state = %node.provision_state, "nothing to abort");
+                    return Ok(());
+                }
+                self.power_off(&node).await?;
+                let cleared = self
+                    .store
+                    .update_node(&uuid.to_string(), |n| {
+                        n.clean_step = JsonMap::new();
+                        n.deploy_step = JsonMap::new();
+                        for key in [
+                            super::clean::PLAN_KEY,
+                            super::clean::INDEX_KEY,
+                            super::clean::REQUESTED_KEY,
+                        ] {
+                            n.driver_internal_info.remove(key);
+                        }
+                        Ok::<_, std::convert::Infallible>(())
+                    })
+                    .await;
+                match cleared {
+                    Ok(_) => Ok(()),
+                    Err(UpdateError::Store(e)) => Err(TaskError::from(e)),
+                    Err(UpdateError::Rejected(never)) => match never {},
+                }
             }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %crate::error_chain(&e), "abort clean-up failed");
+            }
+            self.unlock(uuid).await;
         }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %crate::error_chain(&e), "abort clean-up failed");
-        }
-        self.unlock(uuid).await;
+        .instrument(span)
+        .await
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use ferric_shared::states::{Event, PowerState, PowerTarget, ProvisionState, ProvisionVerb};
 use serde_json::Value;
@@ -135,32 +136,35 @@ impl Orchestrator {
     /// is skipped: the agent heartbeats again soon, as with Ironic.
     async fn heartbeat(&self, uuid: Uuid) {
         let span = tracing::info_span!("heartbeat", node = %uuid);
-        let _enter = span.enter();
-        if !self.lock(uuid, false).await {
-            return;
-        }
-        let result = async {
-            let node = self.store.get_node(&uuid.to_string()).await?;
-            if node.maintenance {
-                // As Ironic with allow_provisioning_in_maintenance (its default): the
-                // heartbeat is recorded, and nothing is done until maintenance ends.
-                tracing::info!("heartbeat from a node in maintenance; not taking any action");
-                return Ok(());
+        async move {
+            if !self.lock(uuid, false).await {
+                return;
             }
-            match node.provision_state {
-                ProvisionState::CleanWait => self.cleaning_heartbeat(node).await,
-                ProvisionState::DeployWait => self.deploy_heartbeat(node).await,
-                other => {
-                    tracing::debug!(state = %other, "no heartbeat action in this state");
-                    Ok(())
+            let result = async {
+                let node = self.store.get_node(&uuid.to_string()).await?;
+                if node.maintenance {
+                    // As Ironic with allow_provisioning_in_maintenance (its default): the
+                    // heartbeat is recorded, and nothing is done until maintenance ends.
+                    tracing::info!("heartbeat from a node in maintenance; not taking any action");
+                    return Ok(());
+                }
+                match node.provision_state {
+                    ProvisionState::CleanWait => self.cleaning_heartbeat(node).await,
+                    ProvisionState::DeployWait => self.deploy_heartbeat(node).await,
+                    other => {
+                        tracing::debug!(state = %other, "no heartbeat action in this state");
+                        Ok(())
+                    }
                 }
             }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %crate::error_chain(&e), "heartbeat processing failed");
+            }
+            self.unlock(uuid).await;
         }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %crate::error_chain(&e), "heartbeat processing failed");
-        }
-        self.unlock(uuid).await;
+        .instrument(span)
+        .await
     }
 
     /// Takes the node's lock. With `wait`, retries for a while when another task holds
@@ -307,82 +311,88 @@ impl Orchestrator {
     /// answer a power-state read; otherwise back to enroll with `last_error`.
     async fn manage(&self, uuid: Uuid) {
         let span = tracing::info_span!("manage", node = %uuid);
-        let _enter = span.enter();
-        let node = match self.store.get_node(&uuid.to_string()).await {
-            Ok(n) if n.provision_state == ProvisionState::Verifying => n,
-            Ok(n) => {
-                tracing::info!(state = %n.provision_state, "not verifying any more; nothing to do");
-                return;
+        async move {
+            let node = match self.store.get_node(&uuid.to_string()).await {
+                Ok(n) if n.provision_state == ProvisionState::Verifying => n,
+                Ok(n) => {
+                    tracing::info!(state = %n.provision_state, "not verifying any more; nothing to do");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "cannot read node");
+                    return;
+                }
+            };
+            let verified = async {
+                let bmc = self.bmc_for(&node)?;
+                let power = bmc.power_state().await?;
+                self.record_power(uuid, power).await?;
+                Ok::<_, TaskError>(())
             }
-            Err(e) => {
-                tracing::warn!(error = %crate::error_chain(&e), "cannot read node");
-                return;
+            .await;
+            let transition = match verified {
+                Ok(()) => Transition::new(Event::Done).last_error(LastError::Clear),
+                Err(e) => {
+                    let message = format!("Failed to verify node {uuid}: {}", crate::error_chain(&e));
+                    tracing::warn!(%message, "verification failed");
+                    Transition::new(Event::Fail).last_error(LastError::Set(message))
+                }
+            };
+            if let Err(e) = self.store.transition(uuid, &transition).await {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot finish verification");
             }
-        };
-        let verified = async {
-            let bmc = self.bmc_for(&node)?;
-            let power = bmc.power_state().await?;
-            self.record_power(uuid, power).await?;
-            Ok::<_, TaskError>(())
         }
-        .await;
-        let transition = match verified {
-            Ok(()) => Transition::new(Event::Done).last_error(LastError::Clear),
-            Err(e) => {
-                let message = format!("Failed to verify node {uuid}: {}", crate::error_chain(&e));
-                tracing::warn!(%message, "verification failed");
-                Transition::new(Event::Fail).last_error(LastError::Set(message))
-            }
-        };
-        if let Err(e) = self.store.transition(uuid, &transition).await {
-            tracing::warn!(error = %crate::error_chain(&e), "cannot finish verification");
-        }
+        .instrument(span)
+        .await
     }
 
     /// Applies a power request, then records what the BMC reports.
     async fn power(&self, uuid: Uuid, target: PowerTarget, timeout: Option<Duration>) {
         let span = tracing::info_span!("power", node = %uuid, target = %target);
-        let _enter = span.enter();
-        let holder = self.config.conductor.name.clone();
-        if let Err(e) = self.store.reserve(uuid, &holder).await {
-            tracing::warn!(error = %crate::error_chain(&e), "cannot lock node for power change");
-            return;
-        }
-        let result = async {
-            let node = self.store.get_node(&uuid.to_string()).await?;
-            let bmc = self.bmc_for(&node)?;
-            let timeout = timeout.or(Some(self.config.power.soft_power_off_timeout()));
-            bmc.set_power(power_action(target), timeout).await?;
-            let now = bmc.power_state().await?;
-            self.record_power(uuid, now).await?;
-            Ok::<_, TaskError>(())
-        }
-        .await;
-        let finish = self
-            .store
-            .update_node(&uuid.to_string(), |n| {
-                n.target_power_state = None;
-                match &result {
-                    Ok(()) => n.last_error = None,
-                    Err(e) => {
-                        n.last_error = Some(format!(
-                            "Failed to change power state to '{target}' of node {uuid}: {}",
-                            crate::error_chain(e)
-                        ))
-                    }
-                }
-                Ok::<_, std::convert::Infallible>(())
-            })
+        async move {
+            let holder = self.config.conductor.name.clone();
+            if let Err(e) = self.store.reserve(uuid, &holder).await {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot lock node for power change");
+                return;
+            }
+            let result = async {
+                let node = self.store.get_node(&uuid.to_string()).await?;
+                let bmc = self.bmc_for(&node)?;
+                let timeout = timeout.or(Some(self.config.power.soft_power_off_timeout()));
+                bmc.set_power(power_action(target), timeout).await?;
+                let now = bmc.power_state().await?;
+                self.record_power(uuid, now).await?;
+                Ok::<_, TaskError>(())
+            }
             .await;
-        if let Err(e) = finish {
-            tracing::warn!(error = %crate::error_chain(&e), "cannot record power result");
+            let finish = self
+                .store
+                .update_node(&uuid.to_string(), |n| {
+                    n.target_power_state = None;
+                    match &result {
+                        Ok(()) => n.last_error = None,
+                        Err(e) => {
+                            n.last_error = Some(format!(
+                                "Failed to change power state to '{target}' of node {uuid}: {}",
+                                crate::error_chain(e)
+                            ))
+                        }
+                    }
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .await;
+            if let Err(e) = finish {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot record power result");
+            }
+            if let Err(e) = self.store.release(uuid, &holder).await {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot unlock node");
+            }
+            if let Err(e) = result {
+                tracing::warn!(error = %crate::error_chain(&e), "power change failed");
+            }
         }
-        if let Err(e) = self.store.release(uuid, &holder).await {
-            tracing::warn!(error = %crate::error_chain(&e), "cannot unlock node");
-        }
-        if let Err(e) = result {
-            tracing::warn!(error = %crate::error_chain(&e), "power change failed");
-        }
+        .instrument(span)
+        .await
     }
 
     pub(crate) async fn record_power(
