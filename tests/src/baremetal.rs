@@ -90,7 +90,11 @@ impl CliOutput {
     }
 }
 
-async fn run_child(mut command: tokio::process::Command, what: &str) -> anyhow::Result<CliOutput> {
+/// Runs `command` to completion with null stdin, capturing its output.
+pub async fn run_child(
+    mut command: tokio::process::Command,
+    what: &str,
+) -> anyhow::Result<CliOutput> {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let child = command.spawn().with_context(|| format!("starting {what}"))?;
     let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
