@@ -903,6 +903,41 @@ async fn ferric_cli_waits_through_the_flows() {
     done.ensure_success("undeploy").unwrap_or_else(|e| panic!("{e:#}\n{}", lab.machine.all_logs()));
     assert_eq!(done.json().unwrap()["provision_state"], "available");
     assert_eq!(lab.node(&uuid).await["provision_state"], "available");
+    lab.wait_agent_gone().await;
+
+    // Manual cleaning sends the steps given; one the agent does not offer fails, and the
+    // CLI relays the conductor's reason.
+    let manage = ferric(&["node", "manage", "f-1", "--wait", "120"]).await.unwrap();
+    manage.ensure_success("manage").unwrap();
+    let steps = r#"[{"interface": "deploy", "step": "erase_devices"}]"#;
+    let clean =
+        run_ferric(&lab.url, &["node", "clean", "f-1", "--clean-steps", steps, "--wait", "120"])
+            .await
+            .unwrap();
+    assert_eq!(clean.status.code(), Some(1), "{}", clean.stderr);
+    assert!(
+        clean.stderr.contains(&format!(
+            "node f-1 ended in clean failed: Cannot clean node {uuid}: clean step \
+             deploy.erase_devices is not supported by the agent"
+        )),
+        "{}",
+        clean.stderr
+    );
+    lab.wait_agent_gone().await;
+    // A node in `clean failed` cannot be deleted; the API's reason reaches the operator.
+    let refused = ferric(&["node", "delete", "f-1"]).await.unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("while it is in provision state \"clean failed\""),
+        "{}",
+        refused.stderr
+    );
+    ferric(&["node", "manage", "f-1", "--wait", "120"])
+        .await
+        .unwrap()
+        .ensure_success("manage")
+        .unwrap();
     ferric(&["node", "delete", "f-1"]).await.unwrap().ensure_success("delete").unwrap();
+    assert_eq!(lab.call(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"), None).await.0, 404);
     lab.stop().await;
 }
