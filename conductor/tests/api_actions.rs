@@ -14,6 +14,7 @@ use ferric_agent::ironic::heartbeat::{HeartbeatTiming, Heartbeater};
 use ferric_agent::ironic::lookup::{lookup_node, LookupBackoff, LookupQuery};
 use ferric_agent::session::Session;
 use ferric_conductor::api::ConductorTask;
+use ferric_conductor::bmc::fake::{FaultKind, Op};
 use ferric_conductor::bmc::BootDevice;
 use ferric_shared::states::{Event, PowerTarget, ProvisionVerb};
 use reqwest::Method;
@@ -217,10 +218,10 @@ async fn maintenance_boot_device_and_validate() {
 
     let boot = format!("/v1/nodes/{node}/management/boot_device");
     let reply = api.get(&boot).await;
-    assert_eq!(reply.body, json!({"boot_device": null, "persistent": null}));
+    assert_eq!(reply.body, json!({"boot_device": "disk", "persistent": true}));
     let reply = api.put(&boot, json!({"boot_device": "pxe", "persistent": true})).await;
     assert_eq!(reply.status, 204, "{}", reply.text);
-    assert_eq!(*api.bmc.boot.lock().unwrap(), Some((BootDevice::Pxe, true)));
+    assert_eq!(api.bmc.node(&node).unwrap().persistent_device, BootDevice::Pxe);
     assert_eq!(api.get(&boot).await.body, json!({"boot_device": "pxe", "persistent": true}));
     api.put(&boot, json!({"boot_device": "floppy"})).await.assert_error(400, "floppy");
     let supported = api.get(&format!("{boot}/supported")).await.body;
@@ -228,10 +229,11 @@ async fn maintenance_boot_device_and_validate() {
         supported["supported_boot_devices"],
         json!(["pxe", "disk", "cdrom", "bios", "safe"])
     );
-    *api.bmc.down.lock().unwrap() = true;
+    api.bmc.inject(&node, Op::SetBootDevice, FaultKind::Unreachable, 1);
     api.put(&boot, json!({"boot_device": "disk"})).await.assert_error(503, "unreachable");
-    *api.bmc.down.lock().unwrap() = false;
-    assert_eq!(*api.bmc.boot.lock().unwrap(), Some((BootDevice::Pxe, true)));
+    let bmc = api.bmc.node(&node).unwrap();
+    assert_eq!(bmc.persistent_device, BootDevice::Pxe, "a failed call changed the device");
+    assert_eq!(bmc.calls_of(Op::SetBootDevice), 2);
 
     let validate = api.get(&format!("/v1/nodes/{node}/validate")).await.body;
     assert_eq!(validate["power"], json!({"result": true, "reason": null}));
@@ -243,11 +245,11 @@ async fn maintenance_boot_device_and_validate() {
     assert_eq!(validate["console"]["result"], Value::Null);
     assert_eq!(validate.as_object().unwrap().len(), 12);
 
-    // Without the driver's required key, power fails validation and the BMC is unusable.
+    // With driver_info the driver rejects, power fails validation and the BMC is unusable.
     api.patch(
         &format!("/v1/nodes/{node}"),
         json!([
-            {"op": "remove", "path": "/driver_info/test_address"},
+            {"op": "add", "path": "/driver_info/fake_colour", "value": "red"},
             {"op": "add", "path": "/driver_info/deploy_kernel", "value": "k"},
             {"op": "add", "path": "/driver_info/deploy_ramdisk", "value": "r"},
             {"op": "add", "path": "/instance_info/image_source", "value": "http://i/x.img"}
@@ -256,10 +258,10 @@ async fn maintenance_boot_device_and_validate() {
     .await;
     let validate = api.get(&format!("/v1/nodes/{node}/validate")).await.body;
     assert_eq!(validate["power"]["result"], json!(false));
-    assert!(validate["power"]["reason"].as_str().unwrap().contains("test_address"));
+    assert!(validate["power"]["reason"].as_str().unwrap().contains("fake_colour"));
     assert_eq!(validate["boot"]["result"], json!(true));
     assert_eq!(validate["deploy"]["result"], json!(true));
-    api.get(&boot).await.assert_error(400, "test_address");
+    api.get(&boot).await.assert_error(400, "fake_colour");
 }
 
 /// A node in `clean wait` with one port.

@@ -146,13 +146,13 @@ async fn node_create_bad_input_writes_nothing() {
     let table: Vec<(&str, u16, &str)> = vec![
         ("{", 400, "Malformed JSON"),
         ("", 400, "empty"),
-        (r#"{"driver": "test-hardware", "colour": "red"}"#, 400, "unknown field `colour`"),
-        (r#"{"driver": "test-hardware", "provision_state": "active"}"#, 400, "provision_state"),
+        (r#"{"driver": "fake-hardware", "colour": "red"}"#, 400, "unknown field `colour`"),
+        (r#"{"driver": "fake-hardware", "provision_state": "active"}"#, 400, "provision_state"),
         (r#"{"name": "no-driver"}"#, 400, "missing field `driver`"),
         (r#"{"driver": "nope"}"#, 400, "driver nope"),
-        (r#"{"driver": "test-hardware", "uuid": "not-a-uuid"}"#, 400, "Expected a UUID"),
-        (r#"{"driver": "test-hardware", "name": "bad name"}"#, 400, "bad name"),
-        (r#"{"driver": "test-hardware", "name": "taken"}"#, 409, "A node with name taken"),
+        (r#"{"driver": "fake-hardware", "uuid": "not-a-uuid"}"#, 400, "Expected a UUID"),
+        (r#"{"driver": "fake-hardware", "name": "bad name"}"#, 400, "bad name"),
+        (r#"{"driver": "fake-hardware", "name": "taken"}"#, 409, "A node with name taken"),
         (r#"[1, 2]"#, 400, "Invalid request body"),
     ];
     for (body, status, fragment) in table {
@@ -161,7 +161,7 @@ async fn node_create_bad_input_writes_nothing() {
     }
     assert_eq!(node_count(&api).await, 1);
     let huge =
-        format!(r#"{{"driver": "test-hardware", "extra": {{"x": "{}"}}}}"#, "a".repeat(2 << 20));
+        format!(r#"{{"driver": "fake-hardware", "extra": {{"x": "{}"}}}}"#, "a".repeat(2 << 20));
     let reply = api.call_raw(Method::POST, "/v1/nodes", &huge).await;
     reply.assert_error(413, "larger");
     assert_eq!(node_count(&api).await, 1);

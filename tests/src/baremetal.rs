@@ -1,5 +1,7 @@
 //! The real `baremetal` CLI (python-ironicclient) as a test peer, and the `ferric` CLI
-//! binary, both run as child processes against an API on `127.0.0.1`.
+//! binary, both run as child processes against an API on `127.0.0.1` — in the tests, the
+//! real conductor started in-process by [`crate::conductor::InProcessConductor`] or the
+//! flow tests' lab.
 //!
 //! The `baremetal` CLI lives in a Python venv made by `tests/peers/setup-venv.sh`, found at
 //! `$FERRIC_BAREMETAL_VENV` or else `<target dir>/baremetal-venv`. A missing venv is an
@@ -8,8 +10,6 @@
 //! Each `baremetal` run gets a private cache directory: the client caches the microversion
 //! it negotiated per host and port, and a shared cache would let one run hide the
 //! negotiation of the next.
-
-pub mod fake_api;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -90,7 +90,11 @@ impl CliOutput {
     }
 }
 
-async fn run_child(mut command: tokio::process::Command, what: &str) -> anyhow::Result<CliOutput> {
+/// Runs `command` to completion with null stdin, capturing its output.
+pub async fn run_child(
+    mut command: tokio::process::Command,
+    what: &str,
+) -> anyhow::Result<CliOutput> {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let child = command.spawn().with_context(|| format!("starting {what}"))?;
     let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())

@@ -157,3 +157,38 @@ async fn baremetal_cli_operates_the_real_conductor() {
     assert_eq!(ports, json!([]));
     c.stop().await;
 }
+
+/// python-ironicclient asks for its newest microversion (1.115), above the conductor's
+/// 1.110: the conductor refuses it with a 406 naming its range, and the client negotiates
+/// down so that `node list` and `node show` still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baremetal_negotiates_down_from_a_newer_client_version() {
+    let c = ferric_tests::conductor::InProcessConductor::start(|_| {}).await.unwrap();
+    let refused = http()
+        .get(format!("{}/v1/nodes", c.url))
+        .header("X-OpenStack-Ironic-API-Version", "1.115")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 406);
+    let max = refused.headers().get("X-OpenStack-Ironic-API-Maximum-Version").unwrap();
+    assert_eq!(max.to_str().unwrap(), "1.110");
+
+    let bm = Baremetal::new(c.url.clone()).unwrap();
+    ok(
+        bm.run(&["node", "create", "--driver", "fake-hardware", "--name", "rack1-u07"])
+            .await
+            .unwrap(),
+        "node create",
+    );
+    let rows = bm.json(&["node", "list"]).await.unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["name"], "rack1-u07");
+    assert_eq!(rows[0]["provision_state"], "enroll");
+    assert_eq!(rows[0]["maintenance"], false);
+    let shown = bm.json(&["node", "show", "rack1-u07"]).await.unwrap();
+    assert_eq!(shown["driver"], "fake-hardware");
+    assert_eq!(shown["uuid"], rows[0]["uuid"]);
+    c.stop().await;
+}

@@ -844,3 +844,100 @@ async fn baremetal_cli_waits_through_the_flows() {
     bm.run(&["node", "delete", "bm-1"]).await.unwrap().ensure_success("delete").unwrap();
     lab.stop().await;
 }
+
+/// The `ferric` CLI drives the same flows with `--wait` against the real conductor and the
+/// real agent binary: exit 0 at the verb's goal, exit 1 naming the failed state and its
+/// reason otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferric_cli_waits_through_the_flows() {
+    use ferric_tests::baremetal::run_ferric;
+    let lab = Lab::start().await;
+    let ferric = |args: &'static [&'static str]| run_ferric(&lab.url, args);
+    let created =
+        ferric(&["node", "create", "--driver", "fake-hardware", "--name", "f-1", "-f", "json"])
+            .await
+            .unwrap();
+    created.ensure_success("create").unwrap();
+    let uuid = created.json().unwrap()["uuid"].as_str().unwrap().to_owned();
+    let mac = fixture_mac();
+    run_ferric(&lab.url, &["port", "create", &mac, "--node", &uuid])
+        .await
+        .unwrap()
+        .ensure_success("port create")
+        .unwrap();
+    tokio::spawn(lab.machine.clone().watch(uuid.clone()));
+
+    for (verb, state) in [("manage", "manageable"), ("provide", "available")] {
+        let out = run_ferric(&lab.url, &["node", verb, "f-1", "--wait", "120"]).await.unwrap();
+        out.ensure_success(verb).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.machine.all_logs()));
+        assert_eq!(lab.node(&uuid).await["provision_state"], state, "{verb}");
+        let last = out.stderr.lines().last().unwrap_or_default().to_owned();
+        assert!(last.starts_with(&format!("f-1: {state} -> None, ")), "{verb}: {}", out.stderr);
+    }
+    let checksum = format!("image_checksum={}", "a".repeat(64));
+    run_ferric(
+        &lab.url,
+        &[
+            "node",
+            "set",
+            "f-1",
+            "--instance-info",
+            "image_source=http://127.0.0.1:9/images/disk.img",
+            "--instance-info",
+            &checksum,
+        ],
+    )
+    .await
+    .unwrap()
+    .ensure_success("set")
+    .unwrap();
+    // Until the agent writes images, the deploy ends in `deploy failed`.
+    let deploy = ferric(&["node", "deploy", "f-1", "--wait", "120"]).await.unwrap();
+    assert_eq!(deploy.status.code(), Some(1), "{}", deploy.stderr);
+    assert!(deploy.stderr.contains("node f-1 ended in deploy failed: "), "{}", deploy.stderr);
+    assert!(deploy.stderr.contains("write_image is not supported"), "{}", deploy.stderr);
+    assert_eq!(lab.node(&uuid).await["provision_state"], "deploy failed");
+
+    // The JSON form reports the final states for scripts.
+    let done = ferric(&["node", "undeploy", "f-1", "--wait", "120", "-f", "json"]).await.unwrap();
+    done.ensure_success("undeploy").unwrap_or_else(|e| panic!("{e:#}\n{}", lab.machine.all_logs()));
+    assert_eq!(done.json().unwrap()["provision_state"], "available");
+    assert_eq!(lab.node(&uuid).await["provision_state"], "available");
+    lab.wait_agent_gone().await;
+
+    // Manual cleaning sends the steps given; one the agent does not offer fails, and the
+    // CLI relays the conductor's reason.
+    let manage = ferric(&["node", "manage", "f-1", "--wait", "120"]).await.unwrap();
+    manage.ensure_success("manage").unwrap();
+    let steps = r#"[{"interface": "deploy", "step": "erase_devices"}]"#;
+    let clean =
+        run_ferric(&lab.url, &["node", "clean", "f-1", "--clean-steps", steps, "--wait", "120"])
+            .await
+            .unwrap();
+    assert_eq!(clean.status.code(), Some(1), "{}", clean.stderr);
+    assert!(
+        clean.stderr.contains(&format!(
+            "node f-1 ended in clean failed: Cannot clean node {uuid}: clean step \
+             deploy.erase_devices is not supported by the agent"
+        )),
+        "{}",
+        clean.stderr
+    );
+    lab.wait_agent_gone().await;
+    // A node in `clean failed` cannot be deleted; the API's reason reaches the operator.
+    let refused = ferric(&["node", "delete", "f-1"]).await.unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("while it is in provision state \"clean failed\""),
+        "{}",
+        refused.stderr
+    );
+    ferric(&["node", "manage", "f-1", "--wait", "120"])
+        .await
+        .unwrap()
+        .ensure_success("manage")
+        .unwrap();
+    ferric(&["node", "delete", "f-1"]).await.unwrap().ensure_success("delete").unwrap();
+    assert_eq!(lab.call(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"), None).await.0, 404);
+    lab.stop().await;
+}

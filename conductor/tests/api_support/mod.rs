@@ -1,105 +1,27 @@
 //! The API under test: the real router on `127.0.0.1:<free port>` over a real SQLite store
-//! in a temporary directory, a small BMC driver of its own (`test-hardware`), and the task
-//! channel's receiving end so that tests see what the API handed to the orchestrator.
+//! in a temporary directory, the conductor's own `fake-hardware` driver (kept so that tests
+//! can inject BMC failures and read the simulated state), and the task channel's receiving
+//! end so that tests see what the API handed to the orchestrator.
 
 #![allow(dead_code)]
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use ferric_conductor::api::{router, ApiState, ConductorTask};
-use ferric_conductor::bmc::{
-    Bmc, BmcError, BootDevice, BootDeviceSetting, Driver, DriverInfoError, DriverRegistry,
-    PowerAction, PowerState,
-};
+use ferric_conductor::bmc::fake::{FakeDriver, FAKE_DRIVER_NAME};
+use ferric_conductor::bmc::DriverRegistry;
 use ferric_conductor::config::ConductorConfig;
 use ferric_conductor::store::{Store, Transition};
 use ferric_shared::error_body::IronicErrorBody;
 use ferric_shared::states::Event;
 use reqwest::Method;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub const DRIVER: &str = "test-hardware";
+pub const DRIVER: &str = FAKE_DRIVER_NAME;
 pub const LATEST: &str = "1.110";
-
-/// The shared state of every BMC the test driver hands out.
-#[derive(Debug, Default)]
-pub struct TestBmcState {
-    pub boot: Mutex<Option<(BootDevice, bool)>>,
-    /// When set, every BMC call fails as unreachable.
-    pub down: Mutex<bool>,
-}
-
-#[derive(Debug)]
-pub struct TestDriver {
-    pub state: Arc<TestBmcState>,
-}
-
-#[derive(Debug)]
-struct TestBmc {
-    state: Arc<TestBmcState>,
-}
-
-impl TestBmc {
-    fn check(&self) -> Result<(), BmcError> {
-        if *self.state.down.lock().unwrap() {
-            return Err(BmcError::Unreachable {
-                address: "test".into(),
-                detail: "switched off by the test".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl Bmc for TestBmc {
-    async fn power_state(&self) -> Result<PowerState, BmcError> {
-        self.check()?;
-        Ok(PowerState::Off)
-    }
-
-    async fn set_power(&self, _: PowerAction, _: Option<Duration>) -> Result<(), BmcError> {
-        self.check()
-    }
-
-    async fn boot_device(&self) -> Result<BootDeviceSetting, BmcError> {
-        self.check()?;
-        let boot = *self.state.boot.lock().unwrap();
-        Ok(BootDeviceSetting { device: boot.map(|b| b.0), persistent: boot.map(|b| b.1) })
-    }
-
-    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError> {
-        self.check()?;
-        *self.state.boot.lock().unwrap() = Some((device, persistent));
-        Ok(())
-    }
-}
-
-impl Driver for TestDriver {
-    fn name(&self) -> &'static str {
-        DRIVER
-    }
-
-    fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), DriverInfoError> {
-        match driver_info.get("test_address") {
-            Some(Value::String(_)) => Ok(()),
-            _ => Err(DriverInfoError("missing test_address".into())),
-        }
-    }
-
-    fn connect(
-        &self,
-        _node_uuid: &str,
-        driver_info: &Map<String, Value>,
-    ) -> Result<Arc<dyn Bmc>, DriverInfoError> {
-        self.validate(driver_info)?;
-        Ok(Arc::new(TestBmc { state: self.state.clone() }))
-    }
-}
 
 /// A reply, read whole.
 #[derive(Debug)]
@@ -136,7 +58,7 @@ pub struct Api {
     pub store: Store,
     pub tasks: mpsc::Receiver<ConductorTask>,
     pub http: reqwest::Client,
-    pub bmc: Arc<TestBmcState>,
+    pub bmc: Arc<FakeDriver>,
     pub dir: tempfile::TempDir,
     server: JoinHandle<()>,
 }
@@ -168,9 +90,9 @@ pub async fn start_with(tweak: impl FnOnce(&mut ConductorConfig), queue: usize) 
     let mut config = ConductorConfig::default();
     config.conductor.name = "test-conductor".into();
     tweak(&mut config);
-    let bmc = Arc::new(TestBmcState::default());
+    let bmc = Arc::new(FakeDriver::new());
     let mut drivers = DriverRegistry::new();
-    drivers.register(Arc::new(TestDriver { state: bmc.clone() }));
+    drivers.register(bmc.clone());
     let state = ApiState {
         store: store.clone(),
         drivers: Arc::new(drivers),
@@ -240,7 +162,7 @@ impl Api {
         self.call_v(Method::DELETE, path, Some(LATEST), None).await
     }
 
-    /// Creates a node of the test driver; returns its UUID.
+    /// Creates a node of the fake driver (its `test_*` keys are ignored by it); returns its UUID.
     pub async fn create_node(&self, name: &str) -> String {
         let reply = self
             .post(
