@@ -351,7 +351,11 @@ pub async fn heartbeat(
         }
         Err(UpdateError::Store(err)) => return Err(err.into()),
     };
-    if provision_state.heartbeat_allowed(false) {
+    // Only the agent wait states have work to do on a heartbeat; in the record-only
+    // states (cleaning, deploying, the hold states, …) recording it above is all, as in
+    // Ironic — and queueing it anyway would cost the worker a lock round-trip per
+    // heartbeat.
+    if provision_state.is_agent_wait() {
         // Like Ironic's conductor skipping a locked node, a full queue drops this
         // heartbeat's processing; the agent heartbeats again soon.
         if let Err(err) = state.tasks.try_send(ConductorTask::Heartbeat { node: uuid }) {
