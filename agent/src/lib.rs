@@ -12,6 +12,7 @@ pub mod executor;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;
 pub mod host;
+pub mod image;
 pub mod inventory;
 pub mod ironic;
 pub mod logbuf;

@@ -1,0 +1,9 @@
+//! The image path: an image is read once from its source, decoded (raw, qcow2, gzip, xz,
+//! zstd), verified while it streams, and written to the target disk so that nothing on
+//! the disk is bootable until the digest has matched.
+//!
+//! Each stage is its own module; [`pipeline`] connects them.
+
+pub mod extent;
+pub mod pipeline;
+pub mod source;
