@@ -6,4 +6,5 @@
 
 pub mod extent;
 pub mod pipeline;
+pub mod progress;
 pub mod source;

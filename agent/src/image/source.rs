@@ -1,6 +1,49 @@
 //! Where image bytes come from. The pipeline reads a source from a dedicated thread, so
 //! the interface is blocking.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferric_shared::image_info::Proxies;
+
+/// How image (and checksum-file) downloads are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// PEM bundle trusted in addition to nothing else (replaces the built-in roots).
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify the server's certificate.
+    pub insecure: bool,
+    /// A full `Authorization` header value (`image_request_authorization`, decoded).
+    pub authorization: Option<String>,
+    /// HTTP basic auth (user, password), used when `authorization` is absent.
+    pub basic_auth: Option<(String, String)>,
+    pub proxies: Proxies,
+    pub no_proxy: Option<String>,
+    /// Retries after connection errors, 5xx and stalls (`ipa-image-download-connection-retries`).
+    pub retries: u32,
+    /// Pause between retries (`ipa-image-download-connection-retry-interval`).
+    pub retry_interval: Duration,
+    /// No byte for this long is a stall (`ipa-image-download-connection-timeout`).
+    pub stall_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    /// ironic-python-agent's defaults: 9 retries, 10 s apart, 60 s stall timeout.
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            insecure: false,
+            authorization: None,
+            basic_auth: None,
+            proxies: Proxies::default(),
+            no_proxy: None,
+            retries: 9,
+            retry_interval: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// One step of a source's sequential stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceEvent {
