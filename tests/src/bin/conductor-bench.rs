@@ -12,9 +12,8 @@
 //!
 //! Numbers from a shared machine are noisy; this reports them and asserts nothing.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,16 +22,13 @@ use ferric_conductor::store::{JsonMap, Node, Store};
 use ferric_shared::api_version::{ApiVersion, VERSION_HEADER};
 use ferric_shared::heartbeat::{HeartbeatFacts, HeartbeatRequest};
 use ferric_shared::states::ProvisionState;
+use ferric_tests::conductor_process::{proc_status_kib, ConductorProcess};
 use serde_json::Value;
 
 /// The version the agent sends its heartbeats with.
 const HEARTBEAT_VERSION: ApiVersion = ApiVersion::HEARTBEAT_CAP;
 /// The `driver_internal_info` key of the agent token.
 const TOKEN_KEY: &str = "agent_secret_token";
-/// How long the conductor may take to answer its first request.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the conductor may take to stop after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A request slower than this counts as an error (the conductor is stuck, not slow).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -217,124 +213,6 @@ async fn seed(db: &Path, count: usize) -> anyhow::Result<Vec<Seeded>> {
     Ok(seeded)
 }
 
-/// A free port on 127.0.0.1, picked by the kernel. The listener is dropped before the
-/// conductor binds it; should another process take the port in between, the conductor
-/// exits and `wait_ready` reports it with the conductor's log.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding port 0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// The conductor child; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Conductor {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Conductor {
-    fn start(ferric: &Path, data_dir: &Path, port: u16) -> anyhow::Result<Conductor> {
-        let log = data_dir.join("conductor.log");
-        let log_file = std::fs::File::create(&log).context("creating the conductor log")?;
-        let mut command = Command::new(ferric);
-        // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent. The
-        // conductor gets SIGTERM when this benchmark's thread that started it ends, so even
-        // an aborting benchmark leaves no conductor behind.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .arg("conductor")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", ferric.display()))?;
-        Ok(Conductor { child, log })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The last lines of the conductor's log, for error messages.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) with this benchmark's own child's pid; no memory involved.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Conductor {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A field of /proc/<pid>/status in KiB (`VmHWM`, `VmRSS`).
-fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let value = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
-    let kib = value.trim().trim_end_matches("kB").trim();
-    kib.parse().with_context(|| format!("{field} {kib:?}"))
-}
-
-async fn wait_ready(
-    client: &reqwest::Client,
-    base: &str,
-    conductor: &mut Conductor,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = conductor.child.try_wait() {
-            bail!("the conductor exited with {status}:\n{}", conductor.log_tail());
-        }
-        if let Ok(reply) = client.get(format!("{base}/v1")).send().await {
-            if reply.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the conductor did not answer within {START_TIMEOUT:?}:\n{}",
-                conductor.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// What one client saw in the measured window.
 #[derive(Default)]
 struct ClientResult {
@@ -501,15 +379,14 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     let nodes = Arc::new(seed(&dir.path().join("ferric.db"), options.nodes).await?);
     println!("seeded {} nodes in {:.1} s", nodes.len(), started.elapsed().as_secs_f64());
 
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let mut conductor = Conductor::start(&ferric, dir.path(), port)?;
+    let mut conductor = ConductorProcess::start(&ferric, dir.path())?;
+    let base = conductor.base_url().to_owned();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.clients)
         .timeout(REQUEST_TIMEOUT)
         .build()
         .context("building the HTTP client")?;
-    wait_ready(&client, &base, &mut conductor).await?;
+    conductor.wait_ready(&client).await?;
     println!(
         "conductor pid {} on {base}; {} clients, {} s warm-up + {} s per workload",
         conductor.pid(),
@@ -530,7 +407,7 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     let peak_kib = proc_status_kib(conductor.pid(), "VmHWM")?;
     // A WAL that only grows means checkpoints cannot keep up with the writes.
     let wal_bytes = std::fs::metadata(dir.path().join("ferric.db-wal")).map_or(0, |m| m.len());
-    let exited = conductor.child.try_wait().ok().flatten();
+    let exited = conductor.exited();
     conductor.stop();
     if let Some(status) = exited {
         bail!("the conductor exited during the benchmark ({status}):\n{}", conductor.log_tail());
