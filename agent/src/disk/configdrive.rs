@@ -14,6 +14,10 @@ use super::{read_at, reread_partition_table, write_at, TableIoError, MIB};
 
 /// Largest config drive accepted, decoded (Ironic's and IPA's limit).
 pub const MAX_CONFIG_DRIVE: u64 = 64 * MIB;
+/// Largest encoded config drive accepted: base64 of a gzip stream of at most
+/// [`MAX_CONFIG_DRIVE`] bytes (gzip adds little even to incompressible data), with room
+/// for line breaks. Callers downloading a config drive from a URL stop reading here.
+pub const MAX_ENCODED: u64 = 96 * MIB;
 /// The volume label cloud-init looks for.
 pub const LABEL: &str = "config-2";
 
@@ -61,11 +65,21 @@ pub struct IsoInfo {
     pub size: u64,
 }
 
-/// Decodes the `base64(gzip(ISO 9660))` form Ironic sends, refusing anything that
-/// decompresses past [`MAX_CONFIG_DRIVE`] without inflating more than that.
-pub fn decode(encoded: &str) -> Result<Vec<u8>, ConfigDriveError> {
+/// True when the `configdrive` value is a URL to fetch rather than the data itself.
+pub fn is_url(configdrive: &str) -> bool {
+    configdrive.starts_with("http://") || configdrive.starts_with("https://")
+}
+
+/// Decodes the `base64(gzip(ISO 9660))` form Ironic sends inline or serves at a config
+/// drive URL, refusing anything that decompresses past [`MAX_CONFIG_DRIVE`] without
+/// inflating more than that.
+pub fn decode(encoded: impl AsRef<[u8]>) -> Result<Vec<u8>, ConfigDriveError> {
+    let encoded = encoded.as_ref();
+    if encoded.len() as u64 > MAX_ENCODED {
+        return Err(ConfigDriveError::TooBig);
+    }
     // Line-wrapped base64 is common in hand-made config drives.
-    let compact: Vec<u8> = encoded.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = encoded.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
     let gz = base64::engine::general_purpose::STANDARD
         .decode(&compact)
         .map_err(ConfigDriveError::Base64)?;
@@ -363,19 +377,29 @@ mod tests {
         gz.truncate(cut);
         let broken = base64::engine::general_purpose::STANDARD.encode(&gz);
         assert!(matches!(decode(&broken), Err(ConfigDriveError::Gzip(_))));
-        assert!(matches!(decode(&encode(&[0u8; 40_000])), Err(ConfigDriveError::NotIso)));
+        assert!(matches!(decode(encode(&[0u8; 40_000])), Err(ConfigDriveError::NotIso)));
         // Declares more blocks than it carries.
         let mut short = tiny_iso("config-2", 100);
         short.truncate(40 * 2048);
-        assert!(matches!(decode(&encode(&short)), Err(ConfigDriveError::IsoTruncated { .. })));
+        assert!(matches!(decode(encode(&short)), Err(ConfigDriveError::IsoTruncated { .. })));
+    }
+
+    #[test]
+    fn url_or_data() {
+        assert!(is_url("https://example.test/cd"));
+        assert!(is_url("http://example.test/cd"));
+        assert!(!is_url("H4sIAAAAAAAA"));
+        assert!(!is_url("ftp://example.test/cd"));
     }
 
     #[test]
     fn decode_stops_at_the_limit() {
+        let huge = vec![b'A'; (MAX_ENCODED + 4) as usize];
+        assert!(matches!(decode(&huge), Err(ConfigDriveError::TooBig)));
         // 65 MiB of zeros compress to ~65 KiB: the bomb must be refused without keeping
         // more than the limit in memory.
         let bomb = vec![0u8; (MAX_CONFIG_DRIVE + MIB) as usize];
-        assert!(matches!(decode(&encode(&bomb)), Err(ConfigDriveError::TooBig)));
+        assert!(matches!(decode(encode(&bomb)), Err(ConfigDriveError::TooBig)));
     }
 
     #[test]

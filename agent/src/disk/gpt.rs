@@ -782,6 +782,62 @@ mod tests {
         }
     }
 
+    /// Random values in random header and entry fields (CRCs recomputed so that the
+    /// semantic checks are what is exercised): reading, relocating and adding a partition
+    /// must never panic, and nothing may be written past the disk's end.
+    #[test]
+    fn random_field_damage_never_panics_or_writes_past_the_disk() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed_d15c);
+        let sector = 512;
+        let small = 4 * MIB / sector;
+        let big = 8 * MIB;
+        let header_fields =
+            [(12u64, 4usize), (24, 8), (32, 8), (40, 8), (48, 8), (72, 8), (80, 4), (84, 4)];
+        let (mut readable, mut refused) = (0, 0);
+        for _ in 0..400 {
+            let (file, _) = build(sector, small, &[(64, 127), (128, 1023), (2000, 2047)]);
+            file.set_len(big).unwrap();
+            for _ in 0..rng.usize(1..4) {
+                let (offset, width) = match rng.u8(0..3) {
+                    0 => {
+                        let (o, w) = header_fields[rng.usize(..header_fields.len())];
+                        (sector + o, w)
+                    }
+                    1 => (2 * sector + rng.u64(0..4) * 128 + [32, 40][rng.usize(..2)], 8),
+                    _ => (rng.u64(sector..34 * sector), 1),
+                };
+                let value = [
+                    0,
+                    1,
+                    2,
+                    33,
+                    34,
+                    small - 1,
+                    small,
+                    big / sector - 1,
+                    big / sector,
+                    u64::MAX,
+                    rng.u64(..),
+                ][rng.usize(..11)];
+                patch(&file, offset, &value.to_le_bytes()[..width]);
+            }
+            fix_entries_crc(&file, sector);
+            match Gpt::read(&file, big, sector) {
+                Ok(_) => readable += 1,
+                Err(_) => refused += 1,
+            }
+            let _ = relocate_backup(&file, big, sector);
+            if let Ok(Some(mut gpt)) = Gpt::read(&file, big, sector) {
+                if gpt.add_partition_at_end(LINUX_FILESYSTEM, "config-2", MIB, MIB).is_ok() {
+                    gpt.write(&file, big).unwrap();
+                    assert!(Gpt::read(&file, big, sector).unwrap().is_some());
+                }
+            }
+            assert_eq!(file.metadata().unwrap().len(), big);
+        }
+        assert!(readable > 20 && refused > 20, "{readable} read, {refused} refused");
+    }
+
     #[test]
     fn damaged_backup_is_rebuilt() {
         let sector = 512;

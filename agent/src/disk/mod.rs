@@ -154,8 +154,8 @@ pub enum TableIoError {
         #[source]
         source: io::Error,
     },
-    #[error("the disk ends before byte {needed} ({action}); it is {len} bytes long")]
-    ShortDisk { action: &'static str, needed: u64, len: u64 },
+    #[error("the disk ends before byte {needed} ({action})")]
+    ShortDisk { action: &'static str, needed: u64 },
     #[error("ioctl {request} failed")]
     Ioctl {
         request: &'static str,
@@ -175,11 +175,7 @@ pub(crate) fn read_at(
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset).map_err(|source| {
         if source.kind() == io::ErrorKind::UnexpectedEof {
-            TableIoError::ShortDisk {
-                action,
-                needed: offset.saturating_add(len as u64),
-                len: file.metadata().map(|m| m.len()).unwrap_or(0),
-            }
+            TableIoError::ShortDisk { action, needed: offset.saturating_add(len as u64) }
         } else {
             TableIoError::Io { action, offset, source }
         }

@@ -313,3 +313,62 @@ fn damaged_tool_made_gpt_is_refused() {
     let data = configdrive::decode(&encoded).unwrap();
     assert!(configdrive::install(&file, 64 * MIB, 512, &data).is_err());
 }
+
+/// `fdisk -b 4096` is the one reference tool here that handles 4096-byte logical blocks
+/// in an image file; it prints its warnings on open and `v` verifies the table.
+fn fdisk_4k(path: &Path, commands: &str) -> String {
+    let mut child = Command::new("fdisk")
+        .args(["-b", "4096"])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fdisk must be installed");
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn fdisk_4k_details(path: &Path) -> String {
+    run_ok("fdisk", &["-b", "4096", "-x", path.to_str().unwrap()])
+}
+
+#[test]
+fn gpt_with_4096_byte_sectors_relocates_and_takes_a_config_drive() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("4k.img");
+    sparse(&image, 64 * MIB);
+    fdisk_4k(&image, "g\nn\n\n\n+10M\nw\n");
+    let disk_len = 1024 * MIB;
+    let disk = dir.path().join("4k-disk");
+    let file = write_image_onto(&image, &disk, disk_len);
+    let before = fdisk_4k_details(&disk);
+    assert!(before.contains("not on the end of the device"), "{before}");
+
+    assert!(gpt::relocate_backup(&file, disk_len, 4096).unwrap());
+    let details = fdisk_4k_details(&disk);
+    let sectors = disk_len / 4096;
+    assert!(!details.contains("mismatch"), "{details}");
+    assert!(!details.contains("not on the end"), "{details}");
+    // 16 KiB of entries is 4 sectors of 4096 bytes.
+    assert!(details.contains(&format!("Last usable LBA: {}", sectors - 6)), "{details}");
+    assert!(details.contains(&format!("Alternative LBA: {}", sectors - 1)), "{details}");
+    let verify = fdisk_4k(&disk, "v\nq\n");
+    assert!(verify.contains("No errors detected"), "{verify}");
+
+    let (_, encoded) = make_config_drive(dir.path(), "4k", r#"{"uuid": "4k"}"#);
+    let data = configdrive::decode(&encoded).unwrap();
+    let part = configdrive::install(&file, disk_len, 4096, &data).unwrap();
+    assert_eq!((part.table, part.number), (TableKind::Gpt, 2));
+    let details = fdisk_4k_details(&disk);
+    let line = details
+        .lines()
+        .find(|l| l.contains("config-2"))
+        .unwrap_or_else(|| panic!("no config-2 entry: {details}"));
+    assert!(line.contains(&(part.start / 4096).to_string()), "{line}");
+    let verify = fdisk_4k(&disk, "v\nq\n");
+    assert!(verify.contains("No errors detected"), "{verify}");
+    assert_blkid_config_drive(&disk, part.start);
+    assert_eq!(read_meta_data(&disk, dir.path(), part.start, part.len), r#"{"uuid": "4k"}"#);
+}
