@@ -10,6 +10,7 @@ use std::process::Command;
 
 use super::configdrive::{self, ConfigDriveError, TableKind};
 use super::gpt::{self, Gpt, GptError};
+use super::mbr::MbrError;
 use super::uuids::disk_identifier;
 use super::MIB;
 
@@ -371,4 +372,65 @@ fn gpt_with_4096_byte_sectors_relocates_and_takes_a_config_drive() {
     assert!(verify.contains("No errors detected"), "{verify}");
     assert_blkid_config_drive(&disk, part.start);
     assert_eq!(read_meta_data(&disk, dir.path(), part.start, part.len), r#"{"uuid": "4k"}"#);
+}
+
+#[test]
+fn config_drive_reuses_a_config_2_partition_the_image_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let disk_len = 128 * MIB;
+    let file = sparse(&disk, disk_len);
+    // The image's own config-drive partition sits between two others.
+    sfdisk_script(&disk, "label: gpt\n,10MiB,L\n,4MiB,L\n,20MiB,L\n");
+    let table = sfdisk_json(&disk);
+    let middle_start = table["partitions"][1]["start"].as_u64().unwrap() * 512;
+    let (old_iso, _) = make_config_drive(dir.path(), "baked", r#"{"uuid": "baked"}"#);
+    file.write_all_at(&std::fs::read(&old_iso).unwrap(), middle_start).unwrap();
+
+    let (_, encoded) = make_config_drive(dir.path(), "new", r#"{"uuid": "new"}"#);
+    let data = configdrive::decode(encoded.as_bytes()).unwrap();
+    let part = configdrive::install(&file, disk_len, 512, &data).unwrap();
+    assert!(part.reused);
+    assert_eq!((part.number, part.start, part.len), (2, middle_start, 4 * MIB));
+    assert_eq!(sfdisk_json(&disk)["partitions"].as_array().unwrap().len(), 3);
+    assert_eq!(read_meta_data(&disk, dir.path(), part.start, part.len), r#"{"uuid": "new"}"#);
+    assert_tables_clean(&disk, true);
+}
+
+#[test]
+fn config_drive_on_mbr_disk_with_an_extended_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let disk_len = 128 * MIB;
+    let file = sparse(&disk, disk_len);
+    let (_, encoded) = make_config_drive(dir.path(), "ext", r#"{"uuid": "ext"}"#);
+    let data = configdrive::decode(encoded.as_bytes()).unwrap();
+
+    // Four primary entries in use: no slot for the config drive, nothing written.
+    sfdisk_script(&disk, "label: dos\n,10MiB,L\n,40MiB,E\n,5MiB,L\n,5MiB,L\n");
+    let before = std::fs::read(&disk).unwrap();
+    let err = configdrive::install(&file, disk_len, 512, &data).unwrap_err();
+    assert!(matches!(err, ConfigDriveError::Mbr(MbrError::NoFreeEntry)), "{err:?}");
+    assert_eq!(std::fs::read(&disk).unwrap(), before);
+
+    // Logical partitions 5 and 6 inside extended partition 2.
+    let d = disk.to_str().unwrap();
+    sfdisk_script(
+        &disk,
+        &format!(
+            "label: dos\n{d}1 : size=10MiB, type=83\n{d}2 : size=40MiB, type=5\n\
+             {d}5 : size=5MiB, type=83\n{d}6 : size=5MiB, type=83\n"
+        ),
+    );
+    let part = configdrive::install(&file, disk_len, 512, &data).unwrap();
+    // Slots 1 and 2 are taken by the primary and the extended partition; logical
+    // partitions are numbered from 5, so the new primary is 3.
+    assert_eq!((part.table, part.number, part.reused), (TableKind::Mbr, 3, false));
+    assert_tables_clean(&disk, false);
+    let parts = sfdisk_json(&disk)["partitions"].as_array().unwrap().clone();
+    assert_eq!(parts.len(), 5, "{parts:?}");
+    let node = |p: &serde_json::Value| p["node"].as_str().unwrap().to_owned();
+    let config = parts.iter().find(|p| node(p).ends_with("disk3")).unwrap();
+    assert_eq!(config["start"], part.start / 512);
+    assert_blkid_config_drive(&disk, part.start);
 }
