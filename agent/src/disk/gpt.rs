@@ -134,7 +134,7 @@ impl GptPartition {
 
     /// Length in bytes.
     pub fn len_bytes(&self, sector: u64) -> u64 {
-        (self.last_lba - self.first_lba + 1) * sector
+        (self.last_lba.saturating_sub(self.first_lba) + 1) * sector
     }
 }
 
@@ -382,18 +382,15 @@ impl Gpt {
     /// Moves the backup copy to the last LBA of a disk of `disk_sectors` sectors and
     /// extends the usable range up to the backup entry array, in memory only.
     fn place_backup_at_end(&mut self, disk_sectors: u64) -> Result<(), GptError> {
-        let too_small = GptError::DiskTooSmall { disk_sectors };
-        let last_lba =
-            disk_sectors.checked_sub(1).ok_or(GptError::DiskTooSmall { disk_sectors })?;
-        let backup_entries = last_lba
-            .checked_sub(self.primary.array_sectors(self.sector))
-            .ok_or(GptError::DiskTooSmall { disk_sectors })?;
-        let last_usable =
-            backup_entries.checked_sub(1).ok_or(GptError::DiskTooSmall { disk_sectors })?;
+        let too_small = || GptError::DiskTooSmall { disk_sectors };
+        let last_lba = disk_sectors.checked_sub(1).ok_or_else(too_small)?;
+        let backup_entries =
+            last_lba.checked_sub(self.primary.array_sectors(self.sector)).ok_or_else(too_small)?;
+        let last_usable = backup_entries.checked_sub(1).ok_or_else(too_small)?;
         let last_used = self.partitions().iter().map(|p| p.last_lba).max();
         if last_usable < self.primary.first_usable_lba || last_used.is_some_and(|l| l > last_usable)
         {
-            return Err(too_small);
+            return Err(too_small());
         }
         self.primary.alternate_lba = last_lba;
         self.primary.last_usable_lba = last_usable;
@@ -424,13 +421,14 @@ impl Gpt {
         let align = (align_bytes / sector).max(1);
         let last_usable = self.primary.last_usable_lba;
         let last_used = self.partitions().iter().map(|p| p.last_lba).max().unwrap_or(0);
-        let no_space = GptError::NoSpace { needed_sectors: size_sectors, last_used, last_usable };
+        let no_space =
+            || GptError::NoSpace { needed_sectors: size_sectors, last_used, last_usable };
         let start = (last_usable + 1)
             .checked_sub(size_sectors)
             .map(|s| s / align * align)
-            .ok_or(no_space)?;
+            .ok_or_else(no_space)?;
         if start < self.primary.first_usable_lba || start <= last_used {
-            return Err(GptError::NoSpace { needed_sectors: size_sectors, last_used, last_usable });
+            return Err(no_space());
         }
         let entry_size = self.primary.entry_size as usize;
         let (slot, index) = self
