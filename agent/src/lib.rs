@@ -8,6 +8,7 @@ pub mod api;
 pub mod cmdline;
 pub mod commands;
 pub mod config;
+pub mod disk;
 pub mod executor;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;
