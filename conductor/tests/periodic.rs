@@ -436,7 +436,7 @@ async fn reserved_maintenance_and_fresh_waiting_nodes_are_left_alone() {
     );
     let inspected = lab.get(&nodes[3]).await;
     assert_eq!(inspected.provision_state, ProvisionState::InspectFailed);
-    assert_eq!(inspected.last_error.as_deref(), Some("Timeout reached while inspecting the node"));
+    assert_eq!(inspected.last_error.as_deref(), Some("timeout reached while inspecting the node"));
 }
 
 #[tokio::test]
