@@ -565,7 +565,7 @@ async fn the_service_syncs_power_and_publishes_its_runs_for_conductor_status() {
     let timeouts = &status.reconcilers[1];
     assert_eq!(
         timeouts.outcome,
-        "wait call-back: 0 timed out, clean wait: 0 timed out, inspect wait: disabled"
+        "wait call-back: 0 timed out, clean wait: 0 timed out, inspect wait: 0 timed out"
     );
 
     // The CLI reads the same file, also while the service is stopped.

@@ -220,9 +220,7 @@ pub async fn provision(
         ProvisionVerb::Provide => transition.target(ProvisionState::Available),
         _ => transition,
     };
-    transition = transition.last_error(if event == Event::Abort && cleaning {
-        LastError::Set(clean::clean_abort_message(&node.clean_step))
-    } else if event == Event::Abort {
+    transition = transition.last_error(if event == Event::Abort {
         LastError::Set(format!("Aborted by request while in \"{current}\"."))
     } else {
         LastError::Clear
