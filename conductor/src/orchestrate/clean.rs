@@ -6,6 +6,11 @@
 //! position in it live in `driver_internal_info` (`clean_steps`, `clean_step_index`),
 //! the running step in `clean_step`, so any heartbeat, even after a restart, knows what
 //! to do next.
+//!
+//! A step that asks for a reboot is followed by one (see [`super::reboot`]) before the
+//! next step starts. An abort requested while a step that is not `abortable` runs only
+//! marks the step (`clean_step.abort_after`); cleaning then stops once the step is done,
+//! unless it was the last one, as in Ironic.
 
 use ferric_shared::states::{completion_event, Event, ProvisionState};
 use ferric_shared::steps::{NodeStep, StepKind, UserStep};

@@ -52,12 +52,18 @@ pub fn reboot_failed_message(kind: StepKind, step: &NodeStep, node: &Node, error
 }
 
 impl Orchestrator {
-    /// Reboots `node` into the ramdisk after `step` finished; on failure the flow fails
-    /// with Ironic's message (and the mark is wiped with the flow's other keys).
+    /// Reboots `node` into the ramdisk after `step` finished; on failure the mark is
+    /// removed and the flow fails with Ironic's message.
     pub(crate) async fn reboot_after_step(&self, node: &Node, step: &NodeStep, kind: StepKind) {
         tracing::info!(step = %step.step, "the step asked for a reboot; rebooting into the ramdisk");
         if let Err(e) = self.reboot_into_ramdisk(node, kind).await {
             let message = reboot_failed_message(kind, step, node, &crate::error_chain(&e));
+            let flag = [reboot_flag(kind)];
+            if let Err(e) =
+                self.store.update_driver_internal_info(node.uuid, JsonMap::new(), &flag).await
+            {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot clear the reboot mark");
+            }
             match kind {
                 StepKind::Clean => self.fail_cleaning(node, message).await,
                 StepKind::Deploy | StepKind::Service => self.fail_deploy(node, message).await,
