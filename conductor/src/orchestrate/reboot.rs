@@ -20,6 +20,8 @@ use crate::store::{JsonMap, Node};
 pub const CLEANING_REBOOT: &str = "cleaning_reboot";
 /// Set while a node reboots after a deploy step that asked for it.
 pub const DEPLOYMENT_REBOOT: &str = "deployment_reboot";
+/// Set while a node reboots after a service step that asked for it.
+pub const SERVICING_REBOOT: &str = "servicing_reboot";
 
 /// What belongs to the agent that is rebooted away: the next one reports its own URL and
 /// certificate and gets a new token at lookup. The cached steps and the hardware manager
@@ -31,7 +33,8 @@ const AGENT_SESSION_KEYS: [&str; 3] = ["agent_url", "agent_secret_token", "agent
 pub fn reboot_flag(kind: StepKind) -> &'static str {
     match kind {
         StepKind::Clean => CLEANING_REBOOT,
-        StepKind::Deploy | StepKind::Service => DEPLOYMENT_REBOOT,
+        StepKind::Deploy => DEPLOYMENT_REBOOT,
+        StepKind::Service => SERVICING_REBOOT,
     }
 }
 
@@ -66,6 +69,7 @@ impl Orchestrator {
             }
             match kind {
                 StepKind::Clean => self.fail_cleaning(node, message).await,
+                // Servicing has no flow of its own yet, so no service step comes here.
                 StepKind::Deploy | StepKind::Service => self.fail_deploy(node, message).await,
             }
         }
@@ -116,6 +120,7 @@ mod tests {
     fn flags_and_messages_are_ironics() {
         assert_eq!(reboot_flag(StepKind::Clean), "cleaning_reboot");
         assert_eq!(reboot_flag(StepKind::Deploy), "deployment_reboot");
+        assert_eq!(reboot_flag(StepKind::Service), "servicing_reboot");
         let step: NodeStep = serde_json::from_value(json!({
             "interface": "deploy", "step": "update_firmware", "reboot_requested": true}))
         .unwrap();
