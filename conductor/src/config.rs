@@ -31,6 +31,7 @@ pub struct ConductorConfig {
     pub cleaning: CleaningConfig,
     pub power: PowerConfig,
     pub agent: AgentConfig,
+    pub bmc: BmcConfig,
     pub conductor: ConductorIdentity,
 }
 
@@ -98,13 +99,28 @@ pub struct AgentConfig {
     pub post_deploy_get_power_state_retry_interval: u64,
 }
 
-/// `[conductor]`: this conductor's identity.
+/// `[bmc]`: how orchestration treats BMC calls that fail for a passing reason.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BmcConfig {
+    /// Extra attempts of a BMC call inside a flow (power, boot device) after an
+    /// unreachable BMC or a timeout; 0 disables retrying. Rejected credentials and
+    /// unsupported operations are never retried.
+    pub retries: u32,
+    /// Seconds between two attempts; 0 retries at once.
+    pub retry_interval: u64,
+}
+
+/// `[conductor]`: this conductor's identity and its own timeouts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConductorIdentity {
     /// Name written into a node's `reservation` while this conductor holds its lock;
     /// defaults to the host name.
     pub name: String,
+    /// Seconds a node may stay in `inspect wait` before it fails (Ironic's
+    /// `[conductor] inspect_wait_timeout`); 0 disables the timeout.
+    pub inspect_wait_timeout: u64,
 }
 
 /// Values given on the command line; they win over the file.
@@ -148,6 +164,7 @@ impl Default for ConductorConfig {
             cleaning: CleaningConfig::default(),
             power: PowerConfig::default(),
             agent: AgentConfig::default(),
+            bmc: BmcConfig::default(),
             conductor: ConductorIdentity::default(),
         }
     }
@@ -194,9 +211,15 @@ impl Default for AgentConfig {
     }
 }
 
+impl Default for BmcConfig {
+    fn default() -> Self {
+        BmcConfig { retries: 3, retry_interval: 2 }
+    }
+}
+
 impl Default for ConductorIdentity {
     fn default() -> Self {
-        ConductorIdentity { name: host_name() }
+        ConductorIdentity { name: host_name(), inspect_wait_timeout: 1800 }
     }
 }
 
@@ -344,6 +367,18 @@ impl PowerConfig {
     }
 }
 
+impl BmcConfig {
+    pub fn retry_interval(&self) -> Duration {
+        Duration::from_secs(self.retry_interval)
+    }
+}
+
+impl ConductorIdentity {
+    pub fn inspect_wait_timeout(&self) -> Duration {
+        Duration::from_secs(self.inspect_wait_timeout)
+    }
+}
+
 impl AgentConfig {
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.command_timeout)
@@ -396,6 +431,9 @@ mod tests {
             config.agent.post_deploy_get_power_state_retry_interval(),
             Duration::from_secs(5)
         );
+        assert_eq!(config.bmc.retries, 3);
+        assert_eq!(config.bmc.retry_interval(), Duration::from_secs(2));
+        assert_eq!(config.conductor.inspect_wait_timeout(), Duration::from_secs(1800));
         assert!(!config.conductor.name.is_empty());
         assert_eq!(ConductorConfig::load(None).unwrap(), config);
     }
@@ -409,6 +447,8 @@ mod tests {
             ("[power]\nsync = 1\n", "sync"),
             ("[agent]\nrequire_ssl = true\n", "require_ssl"),
             ("[conductor]\nhost = \"x\"\n", "host"),
+            ("[conductor]\ninspect_timeout = 5\n", "inspect_timeout"),
+            ("[bmc]\nattempts = 2\n", "attempts"),
             ("[pxe]\nkernel_append_params = \"\"\n", "pxe"),
         ];
         for (text, key) in cases {
@@ -427,6 +467,9 @@ mod tests {
             ("[cleaning]\nautomated_clean = \"yes\"\n", "automated_clean"),
             ("[cleaning]\nerase_devices_priority = -5\n", "erase_devices_priority"),
             ("[agent]\nmax_command_attempts = 1.5\n", "max_command_attempts"),
+            ("[bmc]\nretries = -1\n", "retries"),
+            ("[bmc]\nretry_interval = \"2s\"\n", "retry_interval"),
+            ("[conductor]\ninspect_wait_timeout = -1\n", "inspect_wait_timeout"),
         ];
         for (text, key) in parse_errors {
             let err = ConductorConfig::from_toml(text).unwrap_err();
@@ -452,11 +495,24 @@ mod tests {
     #[test]
     fn zero_callback_timeouts_disable_them() {
         let config = ConductorConfig::from_toml(
-            "[deploy]\ndeploy_callback_timeout = 0\n[cleaning]\nclean_callback_timeout = 0\n",
+            "[deploy]\ndeploy_callback_timeout = 0\n[cleaning]\nclean_callback_timeout = 0\n\
+             [conductor]\nname = \"c\"\ninspect_wait_timeout = 0\n",
         )
         .unwrap();
         assert_eq!(config.deploy.deploy_callback_timeout(), Duration::ZERO);
         assert_eq!(config.cleaning.clean_callback_timeout(), Duration::ZERO);
+        assert_eq!(config.conductor.inspect_wait_timeout(), Duration::ZERO);
+    }
+
+    #[test]
+    fn bmc_retries_may_be_off_and_immediate() {
+        let config =
+            ConductorConfig::from_toml("[bmc]\nretries = 0\nretry_interval = 0\n").unwrap();
+        assert_eq!(config.bmc, BmcConfig { retries: 0, retry_interval: 0 });
+        let config =
+            ConductorConfig::from_toml("[bmc]\nretries = 5\nretry_interval = 1\n").unwrap();
+        assert_eq!(config.bmc.retries, 5);
+        assert_eq!(config.bmc.retry_interval(), Duration::from_secs(1));
     }
 
     #[test]

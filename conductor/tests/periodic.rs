@@ -436,7 +436,7 @@ async fn reserved_maintenance_and_fresh_waiting_nodes_are_left_alone() {
     );
     let inspected = lab.get(&nodes[3]).await;
     assert_eq!(inspected.provision_state, ProvisionState::InspectFailed);
-    assert_eq!(inspected.last_error.as_deref(), Some("Timeout reached while inspecting the node"));
+    assert_eq!(inspected.last_error.as_deref(), Some("timeout reached while inspecting the node"));
 }
 
 #[tokio::test]
@@ -565,7 +565,7 @@ async fn the_service_syncs_power_and_publishes_its_runs_for_conductor_status() {
     let timeouts = &status.reconcilers[1];
     assert_eq!(
         timeouts.outcome,
-        "wait call-back: 0 timed out, clean wait: 0 timed out, inspect wait: disabled"
+        "wait call-back: 0 timed out, clean wait: 0 timed out, inspect wait: 0 timed out"
     );
 
     // The CLI reads the same file, also while the service is stopped.

@@ -22,6 +22,7 @@ use super::version::RequestVersion;
 use super::view;
 use super::{ApiState, ConductorTask};
 use crate::bmc::{Bmc, BmcError, BootDevice, DriverInfoError};
+use crate::orchestrate::clean;
 use crate::store::{LastError, Node, Transition, UpdateError};
 
 pub async fn states(
@@ -201,6 +202,17 @@ pub async fn provision(
         )));
     }
     not_locked(&node)?;
+    let cleaning = matches!(current, ProvisionState::CleanWait | ProvisionState::CleanHold);
+    if verb == ProvisionVerb::Abort
+        && cleaning
+        && !node.clean_step.is_empty()
+        && !clean::clean_step_abortable(&node.clean_step)
+    {
+        // As Ironic: a running step that cannot be interrupted is marked, and cleaning
+        // stops once it is done.
+        mark_abort_after(&state, &node).await?;
+        return Ok(accepted(&state, &headers, &node));
+    }
     let slot = state.task_slot()?;
     let mut transition = Transition::new(event).only_from(&[current]);
     transition = match verb {
@@ -217,6 +229,40 @@ pub async fn provision(
     tracing::info!(node = %node.uuid, verb = %verb, ?outcome, "provision request accepted");
     slot.send(ConductorTask::Provision { node: node.uuid, verb, event, request: Box::new(req) });
     Ok(accepted(&state, &headers, &node))
+}
+
+/// Marks the node's running clean step `abort_after`, unless the node moved on since it
+/// was read (another step, another state, or a task now holds it): then 409, retry.
+async fn mark_abort_after(state: &ApiState, node: &Node) -> Result<(), ApiError> {
+    let read = node.clone();
+    let result = state
+        .store
+        .update_node(&node.uuid.to_string(), |current| {
+            let same_step = ["interface", "step"]
+                .iter()
+                .all(|key| current.clean_step.get(*key) == read.clean_step.get(*key));
+            if current.provision_state != read.provision_state
+                || current.reservation.is_some()
+                || !same_step
+            {
+                return Err(ApiError::Conflict(format!(
+                    "Node {} changed while the abort was requested; please retry.",
+                    read.uuid
+                )));
+            }
+            current.clean_step.insert(clean::ABORT_AFTER_KEY.into(), Value::Bool(true));
+            Ok(())
+        })
+        .await;
+    match result {
+        Ok(_) => {
+            tracing::info!(node = %node.uuid, "the clean step is not abortable; cleaning will \
+                be aborted after it");
+            Ok(())
+        }
+        Err(UpdateError::Rejected(err)) => Err(err),
+        Err(UpdateError::Store(err)) => Err(err.into()),
+    }
 }
 
 pub async fn power(

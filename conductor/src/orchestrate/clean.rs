@@ -6,6 +6,11 @@
 //! position in it live in `driver_internal_info` (`clean_steps`, `clean_step_index`),
 //! the running step in `clean_step`, so any heartbeat, even after a restart, knows what
 //! to do next.
+//!
+//! A step that asks for a reboot is followed by one (see [`super::reboot`]) before the
+//! next step starts. An abort requested while a step that is not `abortable` runs only
+//! marks the step (`clean_step.abort_after`); cleaning then stops once the step is done,
+//! unless it was the last one, as in Ironic.
 
 use ferric_shared::states::{completion_event, Event, ProvisionState};
 use ferric_shared::steps::{NodeStep, StepKind, UserStep};
@@ -14,6 +19,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::plan::{automated_clean_plan, manual_clean_plan, PriorityOverrides};
+use super::reboot::{reboot_requested, CLEANING_REBOOT};
 use super::worker::{agent_failure_message, Orchestrator, TaskError};
 use crate::agent_client::{step_progress, StepProgress};
 use crate::store::{JsonMap, LastError, Node, Transition};
@@ -25,8 +31,31 @@ pub const INDEX_KEY: &str = "clean_step_index";
 /// The operator's steps of a manual clean, kept until the agent's steps are known.
 pub const REQUESTED_KEY: &str = "requested_clean_steps";
 
+/// Set in the node's `clean_step` when an abort was asked for while a step that cannot
+/// be aborted ran: cleaning stops once that step is done.
+pub const ABORT_AFTER_KEY: &str = "abort_after";
+
 /// Every cleaning key of `driver_internal_info`, wiped when cleaning ends either way.
-const CLEANING_KEYS: &[&str] = &[PLAN_KEY, INDEX_KEY, REQUESTED_KEY];
+const CLEANING_KEYS: &[&str] = &[PLAN_KEY, INDEX_KEY, REQUESTED_KEY, CLEANING_REBOOT];
+
+/// Whether the node's current clean step may be interrupted: only a step that says so
+/// (`abortable: true`), as Ironic decides it.
+pub fn clean_step_abortable(clean_step: &JsonMap) -> bool {
+    clean_step.get("abortable").and_then(Value::as_bool) == Some(true)
+}
+
+/// Ironic's `last_error` of a cleaning aborted by request, naming the step that ran
+/// (`interface.step`), if any.
+pub fn clean_abort_message(clean_step: &JsonMap) -> String {
+    let text = |key| clean_step.get(key).and_then(Value::as_str);
+    match (text("interface"), text("step")) {
+        (Some(interface), Some(step)) => format!(
+            "By request, the clean operation was aborted during or after the completion of \
+             step \"{interface}.{step}\""
+        ),
+        _ => "By request, the clean operation was aborted".to_owned(),
+    }
+}
 
 impl Orchestrator {
     /// The operator's priority overrides from `[cleaning]`.
@@ -84,7 +113,9 @@ impl Orchestrator {
                     .map_err(|source| TaskError::Encode { what: "the clean steps", source })?;
                 set.insert(REQUESTED_KEY.into(), value);
             }
-            self.store.update_driver_internal_info(uuid, set, &[PLAN_KEY, INDEX_KEY]).await?;
+            self.store
+                .update_driver_internal_info(uuid, set, &[PLAN_KEY, INDEX_KEY, CLEANING_REBOOT])
+                .await?;
             self.boot_ramdisk(&node).await
         }
         .await;
@@ -143,9 +174,20 @@ impl Orchestrator {
             }
             StepProgress::Done(_) => {
                 tracing::info!(step = %current.step, "clean step done");
-                self.run_clean_step(&node, &agent, &plan, index + 1).await
+                if reboot_requested(&current) {
+                    self.reboot_after_step(&node, &current, StepKind::Clean).await;
+                    return Ok(());
+                }
+                self.continue_cleaning(&node, &agent, &plan, index).await
             }
-            StepProgress::FreshlyBooted => self.run_clean_step(&node, &agent, &plan, index).await,
+            StepProgress::FreshlyBooted => {
+                if self.take_reboot_flag(&node, StepKind::Clean).await? {
+                    tracing::info!(step = %current.step, "the agent is back after the step's reboot");
+                    self.continue_cleaning(&node, &agent, &plan, index).await
+                } else {
+                    self.run_clean_step(&node, &agent, &plan, index).await
+                }
+            }
             StepProgress::VersionMismatch => {
                 tracing::info!("the agent's hardware managers changed; planning again");
                 self.plan_and_start(&node, &agent).await
@@ -206,6 +248,28 @@ impl Orchestrator {
         self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
         let node = self.store.get_node(&node.uuid.to_string()).await?;
         self.run_clean_step(&node, agent, &plan, 0).await
+    }
+
+    /// Step `index` of `plan` is done: stop here when an abort waited for it and steps
+    /// remain (as Ironic: after the last step, cleaning simply completes), else start the
+    /// next step.
+    async fn continue_cleaning(
+        &self,
+        node: &Node,
+        agent: &crate::agent_client::AgentClient,
+        plan: &[NodeStep],
+        index: usize,
+    ) -> Result<(), TaskError> {
+        let abort_after = node.clean_step.get(ABORT_AFTER_KEY).and_then(Value::as_bool);
+        if abort_after == Some(true) {
+            if index + 1 < plan.len() {
+                tracing::info!("aborting cleaning, as requested, now that the step is done");
+                self.fail_cleaning(node, clean_abort_message(&node.clean_step)).await;
+                return Ok(());
+            }
+            tracing::info!("an abort was requested, but the finished step was the last one");
+        }
+        self.run_clean_step(node, agent, plan, index + 1).await
     }
 
     /// Starts step `index` of `plan`, or finishes cleaning when there is none left.

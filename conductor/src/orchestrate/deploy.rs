@@ -15,6 +15,7 @@ use ferric_shared::steps::{NodeStep, StepId, StepKind};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::reboot::{reboot_requested, DEPLOYMENT_REBOOT};
 use super::worker::{agent_failure_message, Orchestrator, TaskError, AGENT_BOOT_KEYS};
 use crate::agent_client::{
     build_image_info, step_progress, write_image_step, AgentClient, StepProgress,
@@ -110,7 +111,13 @@ impl Orchestrator {
                 Err(UpdateError::Rejected(never)) => match never {},
             }
         }
-        self.store.update_driver_internal_info(node.uuid, JsonMap::new(), &[ROOT_UUID_KEY]).await?;
+        self.store
+            .update_driver_internal_info(
+                node.uuid,
+                JsonMap::new(),
+                &[ROOT_UUID_KEY, DEPLOYMENT_REBOOT],
+            )
+            .await?;
         self.boot_ramdisk(node).await?;
         self.apply(
             node.uuid,
@@ -138,7 +145,17 @@ impl Orchestrator {
             }
             Err(e) => return Err(e.into()),
         };
-        match step_progress(StepKind::Deploy, &commands, &current) {
+        let mut progress = step_progress(StepKind::Deploy, &commands, &current);
+        if progress == StepProgress::FreshlyBooted
+            && self.take_reboot_flag(&node, StepKind::Deploy).await?
+        {
+            // Back from the reboot the step asked for: the step is done.
+            progress = StepProgress::Done(Value::Null);
+        } else if matches!(progress, StepProgress::Done(_)) && reboot_requested(&current) {
+            self.reboot_after_step(&node, &current, StepKind::Deploy).await;
+            return Ok(());
+        }
+        match progress {
             StepProgress::Running => Ok(()),
             StepProgress::FreshlyBooted | StepProgress::VersionMismatch => {
                 self.start_write_image(&node, &agent).await
@@ -177,11 +194,13 @@ impl Orchestrator {
                 &node.uuid.to_string(),
                 &self.image_info_config(),
             )?;
-            let step = write_image_step(&image_info)
+            let mut step = write_image_step(&image_info)
                 .map_err(|source| TaskError::Encode { what: "the write_image step", source })?;
-            if !offered.all_steps().any(|s| s.is_equivalent(&step)) {
+            let Some(offered_step) = offered.all_steps().find(|s| s.is_equivalent(&step)) else {
                 return Err(TaskError::NoWriteImage);
-            }
+            };
+            // The agent tells whether its step needs a reboot once it is done.
+            step.reboot_requested = offered_step.reboot_requested;
             let step_map = match serde_json::to_value(&step) {
                 Ok(Value::Object(m)) => m,
                 Ok(_) => JsonMap::new(),

@@ -4,4 +4,6 @@
 pub mod clean;
 pub mod deploy;
 pub mod plan;
+pub mod reboot;
+pub mod retry;
 pub mod worker;

@@ -23,6 +23,7 @@ use crate::images::ImageNameError;
 use crate::store::{JsonMap, LastError, Node, PortQuery, Store, StoreError, Transition};
 
 use super::plan::PlanError;
+use super::retry::{RetryPolicy, RetryingBmc};
 
 /// `driver_internal_info` keys that belong to one boot of the ramdisk: wiped whenever the
 /// node is powered off or rebooted into a new ramdisk, so that every boot gets a new
@@ -298,13 +299,15 @@ impl Orchestrator {
         }
     }
 
+    /// The node's BMC, its calls retried on transient failures as `[bmc]` says.
     pub(crate) fn bmc_for(&self, node: &Node) -> Result<Arc<dyn Bmc>, TaskError> {
         let driver = self
             .drivers
             .get(&node.driver)
             .ok_or_else(|| TaskError::NoDriver { node: node.uuid, driver: node.driver.clone() })?;
         driver.validate(&node.driver_info)?;
-        Ok(driver.connect(&node.uuid.to_string(), &node.driver_info)?)
+        let bmc = driver.connect(&node.uuid.to_string(), &node.driver_info)?;
+        Ok(Arc::new(RetryingBmc::new(bmc, RetryPolicy::from_config(&self.config.bmc))))
     }
 
     /// enroll → verifying → manageable: the driver_info must be valid and the BMC must

@@ -13,7 +13,8 @@
 //!   and when a step was running the node also goes to maintenance with
 //!   `fault = "clean failure"`. Ironic powers the node off here only with
 //!   `[conductor] poweroff_in_cleanfail`, which defaults to off; so does Ferric.
-//! - `inspect wait` → `inspect failed`: "Timeout reached while inspecting the node".
+//! - `inspect wait` → `inspect failed`: "timeout reached while inspecting the node" (in
+//!   Ironic's lower case), after `[conductor] inspect_wait_timeout`.
 //!
 //! Each node is reserved while it is failed, and the transition is conditional on the
 //! node still being in the wait state: a heartbeat that moves the node at the same moment
@@ -112,7 +113,7 @@ pub fn timeout_message(node: &Node, state: ProvisionState) -> String {
              for the cleaning is running on the node. Failed on step {}.",
             Value::Object(node.clean_step.clone())
         ),
-        ProvisionState::InspectWait => "Timeout reached while inspecting the node".to_owned(),
+        ProvisionState::InspectWait => "timeout reached while inspecting the node".to_owned(),
         _ => format!("Timeout reached while waiting for callback for node {}", node.uuid),
     }
 }
@@ -136,20 +137,23 @@ impl Timeouts {
         }
     }
 
-    /// The reconciler the service runs: `[deploy] deploy_callback_timeout` and
-    /// `[cleaning] clean_callback_timeout`, checked every [`DEFAULT_INTERVAL`] (or more
-    /// often when a timeout is shorter). `inspect wait` has no configuration key yet, so
-    /// it is not timed out.
+    /// The reconciler the service runs: `[deploy] deploy_callback_timeout`,
+    /// `[cleaning] clean_callback_timeout` and `[conductor] inspect_wait_timeout`, checked
+    /// every [`DEFAULT_INTERVAL`] (or more often when a timeout is shorter).
     pub fn from_config(store: Store, config: &ConductorConfig) -> Timeouts {
-        let shortest =
-            [config.deploy.deploy_callback_timeout, config.cleaning.clean_callback_timeout]
-                .into_iter()
-                .filter(|s| *s > 0)
-                .min()
-                .map_or(DEFAULT_INTERVAL, Duration::from_secs);
+        let shortest = [
+            config.deploy.deploy_callback_timeout,
+            config.cleaning.clean_callback_timeout,
+            config.conductor.inspect_wait_timeout,
+        ]
+        .into_iter()
+        .filter(|s| *s > 0)
+        .min()
+        .map_or(DEFAULT_INTERVAL, Duration::from_secs);
         Timeouts::new(store, config.conductor.name.clone(), DEFAULT_INTERVAL.min(shortest))
             .deploy_callback_timeout(config.deploy.deploy_callback_timeout)
             .clean_callback_timeout(config.cleaning.clean_callback_timeout)
+            .inspect_wait_timeout(config.conductor.inspect_wait_timeout)
     }
 
     /// Seconds a node may stay in `wait call-back`; 0 disables.
