@@ -432,9 +432,16 @@ async fn heartbeat_checks_and_records() {
     api.assert_no_task();
     let stored = api.store.get_node(&node).await.unwrap();
     assert!(stored.driver_internal_info.get("agent_url").is_none(), "nothing recorded yet");
+    assert!(stored.provision_state.is_agent_wait(), "{:?}", stored.provision_state);
+    let waiting_since = stored.provision_updated_at.expect("a waiting node has a state time");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 
     let reply = heartbeat_at(&api, &node, "1.68", good.clone()).await;
     assert_eq!(reply.status, 202, "{}", reply.text);
+    // A heartbeat in a wait state touches the provisioning time (the wait's timeout
+    // counts from the last sign of life).
+    let touched = api.store.get_node(&node).await.unwrap().provision_updated_at.unwrap();
+    assert!(touched > waiting_since, "{touched} !> {waiting_since}");
     assert_eq!(reply.text, "");
     match api.next_task() {
         ConductorTask::Heartbeat { node: n } => assert_eq!(n.to_string(), node),
@@ -450,9 +457,12 @@ async fn heartbeat_checks_and_records() {
     heartbeat_at(&api, &node, "1.68", moved).await.assert_error(400, "callback_url");
     // By name too; in a state that expects no heartbeat it is recorded and not processed.
     api.force(&node, &[Event::Resume, Event::Done]).await;
+    let settled = api.store.get_node(&node).await.unwrap().provision_updated_at;
     let reply = heartbeat_at(&api, "agent-node", "1.68", good).await;
     assert_eq!(reply.status, 202);
     api.assert_no_task();
+    let after = api.store.get_node(&node).await.unwrap().provision_updated_at;
+    assert_eq!(after, settled, "a heartbeat outside the wait states leaves the state time");
 }
 
 #[tokio::test]

@@ -308,7 +308,11 @@ fn heartbeat_change(
     if let Some(message) = &hb.agent_status_message {
         set.insert("agent_status_message".into(), Value::String(message.clone()));
     }
-    Ok(InfoChange { set, remove: Vec::new() })
+    // Ironic's heartbeat touches the provisioning time in the states that wait for the
+    // agent, so a long step with a live agent does not hit the callback timeout.
+    let touch_provisioning = node.provision_state.is_agent_wait()
+        && node.provision_state != ferric_shared::states::ProvisionState::InspectWait;
+    Ok(InfoChange { set, remove: Vec::new(), touch_provisioning })
 }
 
 pub async fn heartbeat(

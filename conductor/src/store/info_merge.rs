@@ -49,6 +49,10 @@ pub struct InfoView<'a> {
 pub struct InfoChange {
     pub set: JsonMap,
     pub remove: Vec<String>,
+    /// Also set `provision_updated_at` to now: a heartbeat in a wait state shows the
+    /// agent is alive, so the wait's timeout counts from it (Ironic's
+    /// `touch_provisioning`).
+    pub touch_provisioning: bool,
 }
 
 /// Decides a merge from the node: `None` refuses it (the caller keeps its own reason).
@@ -117,6 +121,8 @@ struct Pending {
     /// Merges applied to it in this batch; the node's `version` grows by as many, as if
     /// each had been written alone.
     writes: i64,
+    /// Whether one of them touches `provision_updated_at`.
+    touch: bool,
 }
 
 /// One node's row, or the column that could not be decoded and why.
@@ -131,7 +137,7 @@ fn pending(state: &str, reservation: Option<String>, info: &str) -> Row {
         })?;
     let info =
         serde_json::from_str(info).map_err(|e| corrupt("driver_internal_info", e.to_string()))?;
-    Ok(Pending { provision_state, reservation, info, writes: 0 })
+    Ok(Pending { provision_state, reservation, info, writes: 0, touch: false })
 }
 
 /// Applies the merges in order in one transaction. The outer error means nothing was
@@ -202,6 +208,7 @@ async fn apply_batch(
                 }
                 node.info.extend(change.set);
                 node.writes += 1;
+                node.touch |= change.touch_provisioning;
                 outcomes.push(Ok(Merged::Applied(node.provision_state)));
             }
             Ok(None) => outcomes.push(Ok(Merged::Refused)),
@@ -214,21 +221,26 @@ async fn apply_batch(
         .collect();
     if !changed.is_empty() {
         // One statement for the whole batch; the CTE form is also PostgreSQL's.
-        let values = vec!["(?, ?, ?)"; changed.len()].join(", ");
+        let values = vec!["(?, ?, ?, ?)"; changed.len()].join(", ");
         let sql = format!(
-            "WITH merged(uuid, info, writes) AS (VALUES {values}) \
+            "WITH merged(uuid, info, writes, touch) AS (VALUES {values}) \
              UPDATE nodes SET driver_internal_info = merged.info, updated_at = ?, \
+             provision_updated_at = CASE WHEN merged.touch = 1 THEN ? \
+             ELSE nodes.provision_updated_at END, \
              version = version + merged.writes FROM merged WHERE nodes.uuid = merged.uuid"
         );
-        let mut binds = Vec::with_capacity(changed.len() * 3 + 1);
+        let mut binds = Vec::with_capacity(changed.len() * 4 + 2);
         for (id, node) in changed {
             binds.extend([
                 Bind::Text(id),
                 Bind::Text(json_text(&node.info)),
                 Bind::Int(node.writes),
+                Bind::Int(i64::from(node.touch)),
             ]);
         }
-        binds.push(Bind::Int(to_micros(now())));
+        let at = to_micros(now());
+        binds.push(Bind::Int(at));
+        binds.push(Bind::Int(at));
         sqlx::query_with(&sql, args_of(binds)?).execute(&mut *tx).await?;
     }
     tx.commit().await?;
@@ -244,7 +256,11 @@ mod tests {
 
     fn change(value: serde_json::Value, remove: &[&str]) -> InfoChange {
         let serde_json::Value::Object(set) = value else { panic!("not an object") };
-        InfoChange { set, remove: remove.iter().map(|k| (*k).to_owned()).collect() }
+        InfoChange {
+            set,
+            remove: remove.iter().map(|k| (*k).to_owned()).collect(),
+            touch_provisioning: false,
+        }
     }
 
     async fn node_with(store: &Store, info: serde_json::Value, reservation: Option<&str>) -> Node {

@@ -1058,7 +1058,11 @@ impl Store {
         set: JsonMap,
         remove: &[&str],
     ) -> Result<(), StoreError> {
-        let change = InfoChange { set, remove: remove.iter().map(|k| (*k).to_owned()).collect() };
+        let change = InfoChange {
+            set,
+            remove: remove.iter().map(|k| (*k).to_owned()).collect(),
+            touch_provisioning: false,
+        };
         match self.queue_merge(uuid, Box::new(move |_| Some(change))).await? {
             Merged::Applied(_) => Ok(()),
             // The decision above always accepts.
