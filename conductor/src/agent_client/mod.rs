@@ -148,23 +148,9 @@ impl AgentClientError {
     }
 }
 
-/// `get_partition_uuids` result. The wire keys contain spaces. For whole-disk images
-/// the agent may send `{}` or only `root uuid` (the disk identifier).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PartitionUuids {
-    #[serde(rename = "root uuid", default, skip_serializing_if = "Option::is_none")]
-    pub root_uuid: Option<String>,
-    #[serde(
-        rename = "efi system partition uuid",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub efi_system_partition_uuid: Option<String>,
-    #[serde(rename = "PReP Boot partition uuid", default, skip_serializing_if = "Option::is_none")]
-    pub prep_boot_partition_uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partitions: Option<Value>,
-}
+/// `get_partition_uuids` result (the wire type lives in `ferric-shared`, shared with the
+/// agent).
+pub use ferric_shared::partition_uuids::PartitionUuids;
 
 /// A transport failure of one request: no HTTP reply came back.
 #[derive(Debug)]
