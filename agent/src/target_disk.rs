@@ -414,7 +414,10 @@ mod tests {
     fn nothing_matches_lists_every_disk_and_why() {
         let host = base()
             .add_disk(DiskSpec::sata("sdc", "0000:00:17.0", 5 * GIB).read_only())
-            .file("/proc/mounts", "proc /proc proc rw 0 0\n/dev/nvme0n1p1 /mnt/my\\040disk vfat rw 0 0\n")
+            .file(
+                "/proc/mounts",
+                "proc /proc proc rw 0 0\n/dev/nvme0n1p1 /mnt/my\\040disk vfat rw 0 0\n",
+            )
             .cmdline("root=/dev/ram0");
         let node = json!({"properties": {"root_device": {"model": "NoSuchModel"},
                                          "skip_block_devices": [{"name": "/dev/vda"}]}});

@@ -25,7 +25,7 @@ use ferric_shared::error_body::error_message_from_reply;
 use ferric_shared::inventory::Inventory;
 use ferric_shared::steps::{GetStepsResult, HardwareManagerVersions, NodeStep, StepKind};
 use reqwest::{Method, StatusCode, Url};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use image::{build_image_info, write_image_step, ImageInfoBuildError, ImageInfoConfig};
