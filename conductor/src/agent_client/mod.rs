@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use image::{build_image_info, write_image_step, ImageInfoBuildError, ImageInfoConfig};
-pub use progress::{command_error_message, step_progress, StepProgress};
+pub use progress::{command_error_message, running_step_progress, step_progress, StepProgress};
 
 /// `driver_internal_info` key of the agent's callback URL.
 pub const AGENT_URL_KEY: &str = "agent_url";
