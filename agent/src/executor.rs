@@ -270,6 +270,8 @@ async fn run_job(job: Job, ctx: &Arc<CommandContext>, record: &Arc<Record>, stop
             record.update(index, |r| {
                 r.command_status = status;
                 r.command_error = Some(error);
+                // An interim result published while running says nothing about a failure.
+                r.command_result = None;
             });
             None
         }

@@ -249,7 +249,8 @@ pub async fn prepare_image(job: &ImageJob, env: PrepareEnv<'_>) -> Result<Prepar
     tracing::info!(image = %info.id, device = %disk.name, size = disk.size_bytes, "target disk");
     let request =
         write_request(job, &disk, &env.deploy.http, env.md5_allowed, env.permitted_formats)?;
-    let report = run_write(request, env.live).await.map_err(|e| match e {
+    let write = move |progress: &Progress| pipeline::write_image(&request, progress);
+    let report = run_write(write, env.live).await.map_err(|e| match e {
         RunError::Task(e) => DeployError::Task(e),
         RunError::Write(source) => {
             DeployError::Write { image_id: info.id.clone(), device: disk.name.clone(), source }
@@ -279,12 +280,14 @@ enum RunError {
     Write(WriteError),
 }
 
-/// Runs the pipeline on a blocking thread; meanwhile publishes its progress.
-async fn run_write(request: WriteRequest, live: &LiveResult) -> Result<WriteReport, RunError> {
+/// Runs `write` (the pipeline) on a blocking thread; meanwhile publishes its progress.
+async fn run_write<F>(write: F, live: &LiveResult) -> Result<WriteReport, RunError>
+where
+    F: FnOnce(&Progress) -> Result<WriteReport, WriteError> + Send + 'static,
+{
     let progress = Progress::new();
     let worker_progress = progress.clone();
-    let mut task =
-        tokio::task::spawn_blocking(move || pipeline::write_image(&request, &worker_progress));
+    let mut task = tokio::task::spawn_blocking(move || write(&worker_progress));
     let mut publish = tokio::time::interval(PUBLISH_EVERY);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
@@ -553,6 +556,39 @@ mod tests {
         let err = prepare_image(&other, env()).await.unwrap_err();
         assert!(matches!(err, DeployError::TargetDisk { ref image_id, .. } if image_id == "img-2"));
         assert_eq!(deploy.written(), Some(written));
+    }
+
+    #[tokio::test]
+    async fn a_running_write_publishes_its_progress() {
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<Value>();
+        let live = LiveResult::new(move |v| {
+            let _ = seen_tx.send(v);
+        });
+        let (half_tx, half_rx) = std::sync::mpsc::channel::<()>();
+        let write = move |p: &Progress| {
+            p.set_phase("downloading");
+            p.set_total(100);
+            p.set_done(50);
+            half_tx.send(()).unwrap();
+            // Finish only once the half-way point has been published.
+            loop {
+                let v = seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                if v["progress"]["bytes_done"] == 50 {
+                    assert_eq!(v["progress"]["phase"], "downloading");
+                    assert_eq!(v["progress"]["bytes_total"], 100);
+                    return Ok(WriteReport { bytes_written: 100, image_size: 100 });
+                }
+            }
+        };
+        let report = tokio::time::timeout(Duration::from_secs(20), run_write(write, &live))
+            .await
+            .expect("the write never saw its progress published");
+        assert!(matches!(report, Ok(WriteReport { bytes_written: 100, .. })));
+        half_rx.recv().unwrap();
+
+        let panicking = |_: &Progress| -> Result<WriteReport, WriteError> { panic!("boom") };
+        let err = run_write(panicking, &LiveResult::detached()).await;
+        assert!(matches!(err, Err(RunError::Task(_))));
     }
 
     #[test]
