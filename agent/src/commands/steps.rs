@@ -22,7 +22,7 @@ pub const MANAGER_NAME: &str = "ferric_hardware_manager";
 /// The manager version; changes whenever the offered steps change meaning.
 pub const MANAGER_VERSION: &str = "1.1";
 
-/// `{ferric_hardware_manager: "1.0"}`.
+/// `{ferric_hardware_manager: <MANAGER_VERSION>}`.
 pub fn manager_versions() -> HardwareManagerVersions {
     BTreeMap::from([(MANAGER_NAME.to_owned(), MANAGER_VERSION.to_owned())])
 }
