@@ -136,7 +136,7 @@ pub enum DeployError {
         #[source]
         source: WriteError,
     },
-    #[error("the image write's thread ended abnormally")]
+    #[error("a blocking task of the image write ended abnormally")]
     Task(#[source] tokio::task::JoinError),
 }
 
@@ -244,7 +244,11 @@ pub async fn prepare_image(job: &ImageJob, env: PrepareEnv<'_>) -> Result<Prepar
         return Ok(Prepared { image, written_now: false });
     }
     let node = job.node.clone().or(env.cached_node).unwrap_or(Value::Null);
-    let disk = target_disk::select(env.host, &node)
+    // Reading sysfs and /proc is quick but still blocking file I/O: off the async threads.
+    let host = env.host.clone();
+    let disk = tokio::task::spawn_blocking(move || target_disk::select(&host, &node))
+        .await
+        .map_err(DeployError::Task)?
         .map_err(|source| DeployError::TargetDisk { image_id: info.id.clone(), source })?;
     tracing::info!(image = %info.id, device = %disk.name, size = disk.size_bytes, "target disk");
     let request =
@@ -263,7 +267,11 @@ pub async fn prepare_image(job: &ImageJob, env: PrepareEnv<'_>) -> Result<Prepar
         image_size = report.image_size,
         "image written"
     );
-    let disk_id = match read_disk_identifier(&disk.path) {
+    let path = disk.path.clone();
+    let disk_id = match tokio::task::spawn_blocking(move || read_disk_identifier(&path))
+        .await
+        .map_err(DeployError::Task)?
+    {
         Ok(id) => id,
         Err(e) => {
             tracing::warn!(device = %disk.name, error = %e, "cannot read the disk identifier");
