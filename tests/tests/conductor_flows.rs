@@ -465,11 +465,23 @@ struct ScriptedAgent {
     node: OnceLock<String>,
     /// Statuses the next `execute_clean_step` calls end with; then `SUCCEEDED`.
     clean_outcomes: Mutex<std::collections::VecDeque<&'static str>>,
+    /// While set, `execute_deploy_step` stays RUNNING in the list, publishing this
+    /// progress, until [`ScriptedAgent::finish_deploy`].
+    deploy_progress: Mutex<Option<Value>>,
+    /// The held deploy step: its index in the list and its final entry.
+    held: Mutex<Option<(usize, Value)>>,
 }
 
 impl ScriptedAgent {
     fn names(&self) -> Vec<String> {
         self.received.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Lets a held `execute_deploy_step` finish.
+    fn finish_deploy(&self) {
+        if let Some((index, entry)) = self.held.lock().unwrap().take() {
+            self.commands.lock().unwrap()[index] = entry;
+        }
     }
 
     fn params_of(&self, name: &str) -> Option<Value> {
@@ -554,7 +566,21 @@ async fn scripted_command(
     let entry = json!({"id": format!("cmd-{}", agent.received.lock().unwrap().len()),
         "command_name": short, "command_status": status, "command_error": error,
         "command_result": if result.is_null() { Value::Null } else { result }});
-    agent.commands.lock().unwrap().push(entry.clone());
+    let progress = agent.deploy_progress.lock().unwrap().take();
+    match progress {
+        Some(progress) if name == "deploy.execute_deploy_step" => {
+            let mut running = entry.clone();
+            running["command_status"] = json!("RUNNING");
+            running["command_result"] = json!({"progress": progress});
+            let mut commands = agent.commands.lock().unwrap();
+            *agent.held.lock().unwrap() = Some((commands.len(), entry.clone()));
+            commands.push(running);
+        }
+        other => {
+            *agent.deploy_progress.lock().unwrap() = other;
+            agent.commands.lock().unwrap().push(entry.clone());
+        }
+    }
     // As ironic-python-agent: step commands are asynchronous, so the reply says RUNNING
     // and the outcome shows in the command list.
     if short.starts_with("execute_") {
@@ -666,17 +692,18 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
     // until the node is in `state`.
     let looked_up = AtomicUsize::new(0);
     let token = Mutex::new(String::new());
-    let drive = |state: &'static str| {
+    type Goal = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+    let drive_until = |what: &'static str, goal: Goal| {
         let (call, counter, looked_up, token, agent_url, uuid) =
             (&call, &counter, &looked_up, &token, &agent_url, &uuid);
         async move {
             let deadline = Instant::now() + STEP;
             loop {
                 let (_, node) = call(reqwest::Method::GET, format!("/v1/nodes/{uuid}"), None).await;
-                if node["provision_state"] == state && node["reservation"].is_null() {
+                if goal(&node) {
                     return node;
                 }
-                assert!(Instant::now() < deadline, "never reached {state}: {node:#}");
+                assert!(Instant::now() < deadline, "never reached {what}: {node:#}");
                 let boots = counter.pxe_boots.load(Ordering::SeqCst);
                 if boots > looked_up.load(Ordering::SeqCst) {
                     let (status, reply) =
@@ -701,6 +728,11 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         }
+    };
+    let drive = |state: &'static str| {
+        let goal: Goal =
+            Box::new(move |n| n["provision_state"] == state && n["reservation"].is_null());
+        drive_until(state, goal)
     };
     let provision = |body: Value| {
         let call = &call;
@@ -739,8 +771,23 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
     )
     .await;
     assert_eq!(status, 200, "{patched}");
+    // The agent reports the write's progress while it runs; the conductor keeps the last
+    // report until the step is done.
+    let progress = json!({"phase": "downloading", "bytes_done": 1048576,
+                          "bytes_total": 4194304, "elapsed_seconds": 1.0,
+                          "rate_bytes_per_second": 1048576.0, "eta_seconds": 3.0});
+    *agent.deploy_progress.lock().unwrap() = Some(progress.clone());
     provision(json!({"target": "active", "configdrive": "H4sIAAAA"})).await;
+    let goal: Goal = Box::new(|n| !n["driver_internal_info"]["deploy_step_progress"].is_null());
+    let node = drive_until("a stored deploy_step_progress", goal).await;
+    assert_eq!(node["driver_internal_info"]["deploy_step_progress"], progress, "{node:#}");
+    assert_eq!(node["provision_state"], "wait call-back", "{node:#}");
+    agent.finish_deploy();
     let node = drive("active").await;
+    assert!(
+        node["driver_internal_info"].get("deploy_step_progress").is_none(),
+        "cleared when the step is done: {node:#}"
+    );
     let names = agent.names();
     assert_eq!(
         names[2..],
