@@ -62,6 +62,14 @@ pub struct AgentConfig {
     pub ca_file: Option<PathBuf>,
     /// `--host-root` (default `/`): the directory standing for the host's `/`.
     pub host_root: PathBuf,
+    /// `ipa-image-download-connection-retries` (default 9): image download attempts
+    /// after the first that a connection error, a 5xx or a stall may cost.
+    pub image_download_retries: u32,
+    /// `ipa-image-download-connection-retry-interval` (default 10 s): pause between them.
+    pub image_download_retry_interval: Duration,
+    /// `ipa-image-download-connection-timeout` (default 60 s): an image download that
+    /// delivers no byte for this long has stalled.
+    pub image_download_timeout: Duration,
 }
 
 fn url_strings(urls: &[reqwest::Url]) -> Vec<&str> {
@@ -90,6 +98,9 @@ impl std::fmt::Debug for AgentConfig {
             .field("enable_auto_tls", &self.enable_auto_tls)
             .field("ca_file", &self.ca_file)
             .field("host_root", &self.host_root)
+            .field("image_download_retries", &self.image_download_retries)
+            .field("image_download_retry_interval", &self.image_download_retry_interval)
+            .field("image_download_timeout", &self.image_download_timeout)
             .finish()
     }
 }
@@ -117,6 +128,9 @@ impl Default for AgentConfig {
             enable_auto_tls: true,
             ca_file: None,
             host_root: PathBuf::from("/"),
+            image_download_retries: 9,
+            image_download_retry_interval: Duration::from_secs(10),
+            image_download_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -184,6 +198,8 @@ pub enum ValueProblem {
     NotSeconds,
     #[error("not a port number in 1..=65535")]
     NotPort,
+    #[error("not a non-negative whole number")]
+    NotCount,
     #[error("not an IP address")]
     NotIpAddress,
     #[error("not an Ironic API version: expected MAJOR.MINOR, e.g. 1.68")]
@@ -224,6 +240,7 @@ enum Kind {
     Text,
     Version,
     Path,
+    Count,
 }
 
 impl Kind {
@@ -237,6 +254,7 @@ impl Kind {
             Kind::Text => "TEXT",
             Kind::Version => "1.NN",
             Kind::Path => "PATH",
+            Kind::Count => "N",
         }
     }
 }
@@ -393,6 +411,27 @@ const PARAMS: &[Param] = &[
             c.ca_file = non_empty(v).map(PathBuf::from);
             Ok(())
         },
+    },
+    Param {
+        name: "ipa-image-download-connection-retries",
+        kind: Kind::Count,
+        default: "9",
+        help: "retries of an image download after connection errors, 5xx replies or stalls",
+        apply: |c, v| parse_count(v).map(|x| c.image_download_retries = x),
+    },
+    Param {
+        name: "ipa-image-download-connection-retry-interval",
+        kind: Kind::Seconds,
+        default: "10",
+        help: "pause between image download retries",
+        apply: |c, v| parse_seconds(v).map(|x| c.image_download_retry_interval = x),
+    },
+    Param {
+        name: "ipa-image-download-connection-timeout",
+        kind: Kind::Seconds,
+        default: "60",
+        help: "an image download that receives nothing for this long is retried",
+        apply: |c, v| parse_seconds(v).map(|x| c.image_download_timeout = x),
     },
 ];
 
@@ -576,6 +615,22 @@ impl AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// The download settings every image write starts from: the agent's CA bundle and
+    /// `ipa-insecure` (the ramdisk's one trust decision), and the retry flags. The
+    /// image's own auth and proxies are added per image.
+    pub fn image_http_options(&self) -> crate::image::source::HttpOptions {
+        crate::image::source::HttpOptions {
+            ca_file: self.ca_file.clone(),
+            insecure: self.insecure,
+            retries: self.image_download_retries,
+            retry_interval: self.image_download_retry_interval,
+            stall_timeout: self.image_download_timeout,
+            ..crate::image::source::HttpOptions::default()
+        }
+    }
+}
+
 fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
@@ -625,6 +680,14 @@ fn parse_seconds(value: &str) -> Result<Duration, ValueProblem> {
         nanos += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
     }
     Ok(Duration::new(secs, nanos))
+}
+
+/// A count as plain decimal digits, no sign.
+fn parse_count(value: &str) -> Result<u32, ValueProblem> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ValueProblem::NotCount);
+    }
+    value.parse().map_err(|_| ValueProblem::NotCount)
 }
 
 fn parse_port(value: &str) -> Result<u16, ValueProblem> {
@@ -723,6 +786,9 @@ mod tests {
         assert!(c.enable_auto_tls);
         assert_eq!(c.ca_file, None);
         assert_eq!(c.host_root, PathBuf::from("/"));
+        assert_eq!(c.image_download_retries, 9);
+        assert_eq!(c.image_download_retry_interval, Duration::from_secs(10));
+        assert_eq!(c.image_download_timeout, Duration::from_secs(60));
     }
 
     type Check = fn(&AgentConfig) -> bool;
@@ -777,6 +843,14 @@ mod tests {
             ("ipa-ca-file", "/etc/ferric/ca.pem", |c| {
                 c.ca_file.as_deref() == Some(std::path::Path::new("/etc/ferric/ca.pem"))
             }),
+            ("ipa-image-download-connection-retries", "0", |c| c.image_download_retries == 0),
+            ("ipa-image-download-connection-retries", "25", |c| c.image_download_retries == 25),
+            ("ipa-image-download-connection-retry-interval", "2.5", |c| {
+                c.image_download_retry_interval == Duration::from_millis(2500)
+            }),
+            ("ipa-image-download-connection-timeout", "120", |c| {
+                c.image_download_timeout == Duration::from_secs(120)
+            }),
         ];
         for (name, value, check) in table {
             let c = config(&[(name, value)])
@@ -816,6 +890,12 @@ mod tests {
             ("ipa-debug", "2", ValueProblem::NotBoolean),
             ("ipa-http-request-timeout", "30s", ValueProblem::NotSeconds),
             ("ipa-enable-auto-tls", "enabled", ValueProblem::NotBoolean),
+            ("ipa-image-download-connection-retries", "-1", ValueProblem::NotCount),
+            ("ipa-image-download-connection-retries", "3.5", ValueProblem::NotCount),
+            ("ipa-image-download-connection-retries", "", ValueProblem::NotCount),
+            ("ipa-image-download-connection-retries", "99999999999", ValueProblem::NotCount),
+            ("ipa-image-download-connection-retry-interval", "10s", ValueProblem::NotSeconds),
+            ("ipa-image-download-connection-timeout", "-5", ValueProblem::NotSeconds),
         ];
         for (name, value, problem) in table {
             let got = invalid(config(&[(name, value)]).unwrap_err());
@@ -928,6 +1008,28 @@ mod tests {
         assert!(c.insecure);
         assert_eq!(c.bootif.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
         assert_eq!(c.global_request_id.as_deref(), Some("from-cmdline"));
+    }
+
+    #[test]
+    fn image_download_flags_override_the_cmdline_and_reach_the_http_options() {
+        let dir = cmdline_dir(
+            "ipa-api-url=http://10.1.1.1:6385 ipa-image-download-connection-retries=3 \
+             ipa-image-download-connection-retry-interval=7 ipa-insecure=1",
+        );
+        let root = format!("--host-root={}", dir.path().display());
+        let c = run(parse_invocation(args(&[
+            &root,
+            "--ipa-image-download-connection-retries",
+            "5",
+            "--ipa-image-download-connection-timeout=90",
+        ]))
+        .unwrap());
+        let http = c.image_http_options();
+        assert_eq!(http.retries, 5);
+        assert_eq!(http.retry_interval, Duration::from_secs(7));
+        assert_eq!(http.stall_timeout, Duration::from_secs(90));
+        assert!(http.insecure);
+        assert_eq!(http.authorization, None);
     }
 
     #[test]

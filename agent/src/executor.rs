@@ -14,9 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::commands::{
-    split_name, AfterAction, Command, CommandContext, CommandFailure, CommandParseError, Mode,
-    Output,
+    split_name, AfterAction, Command, CommandContext, CommandFailure, CommandParseError,
+    LiveResult, Mode, Output, ParseEnv,
 };
+use crate::session::Session;
 
 /// Why a command was not accepted. The `Display` text is the fault string the API returns.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,15 @@ impl Record {
         }
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
+
+    /// Sets a running command's interim result; a finished command's result is final.
+    fn publish(&self, index: usize, value: Value) {
+        self.update(index, |r| {
+            if r.command_status == CommandStatus::Running {
+                r.command_result = Some(value);
+            }
+        });
+    }
 }
 
 /// Handle to the worker and the record. Cheap to clone.
@@ -113,6 +123,8 @@ impl Record {
 pub struct Executor {
     record: Arc<Record>,
     jobs: mpsc::UnboundedSender<Job>,
+    /// Read when parsing: the conductor's settings from lookup.
+    session: Arc<Session>,
 }
 
 impl std::fmt::Debug for Job {
@@ -127,8 +139,9 @@ impl Executor {
         let record =
             Arc::new(Record { results: Mutex::new(Vec::new()), changed: watch::Sender::new(0) });
         let (jobs, rx) = mpsc::unbounded_channel();
+        let session = ctx.session.clone();
         tokio::spawn(worker(rx, Arc::new(ctx), record.clone(), stop));
-        Self { record, jobs }
+        Self { record, jobs, session }
     }
 
     /// Validates and records a command, and hands it to the worker.
@@ -144,7 +157,8 @@ impl Executor {
                 return Err(SubmitError::Busy(last.command_name.clone()));
             }
         }
-        let command = Command::parse(extension, command_name, params)?;
+        let env = ParseEnv { md5_allowed: self.session.md5_allowed() };
+        let command = Command::parse_in(extension, command_name, params, env)?;
         let id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!("command", id = %id, name = %name);
         let mode = command.mode();
@@ -226,13 +240,15 @@ async fn worker(
     }
 }
 
-async fn run_job(job: Job, ctx: &Arc<CommandContext>, record: &Record, stop: &StopSwitch) {
+async fn run_job(job: Job, ctx: &Arc<CommandContext>, record: &Arc<Record>, stop: &StopSwitch) {
     let Job { index, command, span } = job;
     let mode = command.mode();
     let name = command.name();
     tracing::info!("command started");
+    let sink = record.clone();
+    let live = LiveResult::new(move |value| sink.publish(index, value));
     // A task of its own, so a panicking command fails instead of killing the worker.
-    let task = tokio::spawn(command.run(ctx.clone()).instrument(span));
+    let task = tokio::spawn(command.run(ctx.clone(), live).instrument(span));
     let outcome = match task.await {
         Ok(r) => r,
         Err(e) => Err(CommandFailure::Task(e)),
@@ -254,6 +270,8 @@ async fn run_job(job: Job, ctx: &Arc<CommandContext>, record: &Record, stop: &St
             record.update(index, |r| {
                 r.command_status = status;
                 r.command_error = Some(error);
+                // An interim result published while running says nothing about a failure.
+                r.command_result = None;
             });
             None
         }

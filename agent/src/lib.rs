@@ -20,4 +20,5 @@ pub mod logbuf;
 pub mod power;
 pub mod run;
 pub mod session;
+pub mod target_disk;
 pub mod tls;

@@ -90,6 +90,7 @@ pub async fn run(config: AgentConfig, logs: Arc<LogBuffer>) -> Result<(), RunErr
         power,
         logs,
         version: AGENT_VERSION.to_owned(),
+        image_http: config.image_http_options(),
     });
     let server = tokio::spawn(api::serve(listener, server_tls, app, handle.stopped()));
 

@@ -4,6 +4,7 @@
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ferric_shared::lookup::LookupConfig;
 use tokio::sync::Notify;
 
 /// Shared across the API server, the command executor and the heartbeat task.
@@ -11,6 +12,8 @@ use tokio::sync::Notify;
 pub struct Session {
     token: RwLock<Option<String>>,
     node: RwLock<Option<serde_json::Value>>,
+    /// The conductor's settings from the last successful lookup.
+    lookup_config: RwLock<LookupConfig>,
     /// Seconds since the epoch when the agent started (reported by `/v1/status`).
     pub started_at: f64,
     /// Notified when an asynchronous command finishes, so the heartbeat task can tell
@@ -37,6 +40,7 @@ impl Session {
         Self {
             token: RwLock::new(pregenerated_token),
             node: RwLock::new(None),
+            lookup_config: RwLock::new(LookupConfig::default()),
             started_at,
             command_finished: Notify::new(),
         }
@@ -70,6 +74,22 @@ impl Session {
     pub fn set_node(&self, node: serde_json::Value) {
         *self.node.write().unwrap_or_else(|e| e.into_inner()) = Some(node);
     }
+
+    /// The `config` of the last successful lookup (empty before one).
+    pub fn lookup_config(&self) -> LookupConfig {
+        self.lookup_config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_lookup_config(&self, config: LookupConfig) {
+        *self.lookup_config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    /// Whether a bare 32-character checksum may be taken as MD5: only when the conductor
+    /// said so (`agent_md5_checksum_enable`); without a lookup, no.
+    pub fn md5_allowed(&self) -> bool {
+        self.lookup_config.read().unwrap_or_else(|e| e.into_inner()).agent_md5_checksum_enable
+            == Some(true)
+    }
 }
 
 /// Compares without an early exit, so response timing does not reveal how much of a
@@ -97,5 +117,23 @@ mod tests {
         assert!(!s.token_matches(None));
         assert!(s.started_at > 1.0e9);
         assert!(!format!("{s:?}").contains("aaaa"));
+    }
+
+    #[test]
+    fn md5_needs_the_conductor_to_allow_it() {
+        let s = Session::new(None);
+        assert!(!s.md5_allowed());
+        s.set_lookup_config(LookupConfig {
+            agent_md5_checksum_enable: Some(true),
+            ..LookupConfig::default()
+        });
+        assert!(s.md5_allowed());
+        s.set_lookup_config(LookupConfig {
+            agent_md5_checksum_enable: Some(false),
+            permitted_image_formats: Some(vec!["raw".into()]),
+            ..LookupConfig::default()
+        });
+        assert!(!s.md5_allowed());
+        assert_eq!(s.lookup_config().permitted_image_formats, Some(vec!["raw".to_owned()]));
     }
 }

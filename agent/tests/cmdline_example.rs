@@ -39,6 +39,9 @@ fn example_cmdline_loads() {
     assert_eq!(config.listen_port, 9999);
     assert_eq!(config.http_request_timeout, Duration::from_secs(30));
     assert_eq!(config.listen_host, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    assert_eq!(config.image_download_retries, 5);
+    assert_eq!(config.image_download_retry_interval, Duration::from_secs(3));
+    assert_eq!(config.image_download_timeout, Duration::from_secs(60));
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod image_info;
 pub mod inventory;
 pub mod lookup;
 pub mod node;
+pub mod partition_uuids;
 pub mod port;
 pub mod states;
 pub mod steps;

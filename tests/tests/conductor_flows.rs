@@ -23,6 +23,47 @@ use tokio::net::TcpListener;
 /// Longest any single flow step may take (agent start, heartbeats every 3–6 s).
 const STEP: Duration = Duration::from_secs(45);
 
+/// The fixture machine's only disk: sparse, and large enough for the no-hints rule
+/// (smallest disk of at least 4 GiB).
+const DISK_BYTES: u64 = 8 << 30;
+/// The deployed image: small, so a deploy is quick.
+const IMAGE_BYTES: usize = 4 << 20;
+/// The GPT disk GUID given to the image, which the conductor must learn as
+/// `root_uuid_or_disk_id`.
+const IMAGE_DISK_GUID: &str = "5f3c2b1a-0d9e-4c8b-a7f6-e5d4c3b2a190";
+
+/// A whole-disk raw image in the conductor's image directory.
+struct Image {
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+/// Writes `name` into `image_dir`: every 512-byte sector carries its own number in text
+/// (so a misplaced sector shows), under a GPT with one partition made by `sgdisk`.
+fn make_image(image_dir: &std::path::Path, name: &str) -> Image {
+    std::fs::create_dir_all(image_dir).unwrap();
+    let path = image_dir.join(name);
+    let mut bytes = Vec::with_capacity(IMAGE_BYTES);
+    for sector in 0..IMAGE_BYTES / 512 {
+        let label = format!("ferric image sector {sector:08}\n");
+        bytes.extend(label.as_bytes().iter().cycle().take(512));
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let status = std::process::Command::new("sgdisk")
+        .args(["-o", "-n", "1:2048:6143", "-t", "1:8300", "-U", IMAGE_DISK_GUID])
+        .arg(&path)
+        .output()
+        .expect("sgdisk (package gdisk) must be installed");
+    assert!(status.status.success(), "sgdisk: {}", String::from_utf8_lossy(&status.stderr));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), IMAGE_BYTES);
+    assert_eq!(&bytes[512..520], b"EFI PART", "sgdisk wrote no GPT");
+    let out = std::process::Command::new("sha256sum").arg(&path).output().unwrap();
+    let sha256 = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned();
+    assert_eq!(sha256.len(), 64, "{sha256}");
+    Image { bytes, sha256 }
+}
+
 /// The machine behind the fake BMC: one agent process at a time.
 struct Machine {
     binary: PathBuf,
@@ -130,6 +171,7 @@ struct Lab {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
+    image_dir: PathBuf,
 }
 
 impl Lab {
@@ -138,7 +180,7 @@ impl Lab {
         let binary = tokio::task::spawn_blocking(agent_binary).await.unwrap().unwrap();
         let tree = tempfile::tempdir().unwrap();
         let mut host = fixtures::bios_vm();
-        host.disks = vec![DiskSpec::virtio("vda", "0000:00:05.0", 1 << 30).backing_file()];
+        host.disks = vec![DiskSpec::virtio("vda", "0000:00:05.0", DISK_BYTES).backing_file()];
         host.build(tree.path()).unwrap();
         let machine = Arc::new(Machine {
             binary,
@@ -156,6 +198,7 @@ impl Lab {
         drivers.register(driver.clone());
 
         let data = tempfile::tempdir().unwrap();
+        let image_dir = data.path().join("images");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = ConductorConfig {
@@ -186,6 +229,35 @@ impl Lab {
             stop: Some(stop),
             task,
             _dirs: (data, tree),
+            image_dir,
+        }
+    }
+
+    /// Puts a fresh image named `name` into the conductor's image directory.
+    fn image(&self, name: &str) -> Image {
+        make_image(&self.image_dir, name)
+    }
+
+    /// Checks that the machine's disk holds `image` at its start: every byte, except
+    /// that the primary GPT header may differ where moving the backup GPT to the end
+    /// of the larger disk rewrites it (alternate LBA, last usable LBA, CRC), while its
+    /// signature and disk GUID stay.
+    fn assert_disk_holds(&self, image: &Image) {
+        use std::io::Read;
+        let mut disk = std::fs::File::open(self.machine.tree.join("dev/vda")).unwrap();
+        assert_eq!(disk.metadata().unwrap().len(), DISK_BYTES, "the disk changed size");
+        let mut head = vec![0u8; image.bytes.len()];
+        disk.read_exact(&mut head).unwrap();
+        assert_eq!(&head[512..520], b"EFI PART");
+        assert_eq!(&head[512 + 56..512 + 72], &image.bytes[512 + 56..512 + 72], "disk GUID");
+        for (sector, (got, want)) in
+            head.chunks(512).zip(image.bytes.chunks(512)).enumerate().filter(|(i, _)| *i != 1)
+        {
+            assert!(
+                got == want,
+                "sector {sector} differs: {:?}",
+                String::from_utf8_lossy(&got[..40])
+            );
         }
     }
 
@@ -303,35 +375,31 @@ async fn provide_deploy_undeploy_clean_and_abort_with_the_real_agent() {
     assert!(info["agent_last_heartbeat"].is_string(), "the agent heartbeated: {info:#}");
     lab.wait_agent_gone().await;
 
-    // deploy → wait call-back → the agent's write_image fails → deploy failed, off.
-    let checksum = "a".repeat(64);
+    // deploy → wait call-back → the agent writes the image → active, booting from disk.
+    let image = lab.image("disk.img");
     let (status, patched) = lab
         .call(
             reqwest::Method::PATCH,
             &format!("/v1/nodes/{uuid}"),
             Some(json!([
-                {"op": "add", "path": "/instance_info/image_source",
-                 "value": "http://127.0.0.1:9/images/disk.img"},
-                {"op": "add", "path": "/instance_info/image_checksum", "value": checksum},
+                {"op": "add", "path": "/instance_info/image_source", "value": "disk.img"},
+                {"op": "add", "path": "/instance_info/image_checksum", "value": image.sha256},
             ])),
         )
         .await;
     assert_eq!(status, 200, "{patched}");
     lab.provision(&uuid, json!({"target": "active"})).await;
-    let node = lab.wait_state(&uuid, "deploy failed").await;
-    let last_error = node["last_error"].as_str().unwrap_or_default();
-    assert!(
-        last_error.contains("write_image is not supported by this agent yet")
-            && last_error
-                .starts_with(&format!("Deploy step deploy.write_image failed on node {uuid}.")),
-        "{node:#}"
-    );
+    let node = lab.wait_state(&uuid, "active").await;
+    assert_eq!(node["last_error"], Value::Null, "{node:#}");
     assert!(no_step(&node["deploy_step"]), "{node:#}");
+    let info = &node["driver_internal_info"];
+    assert_eq!(info["root_uuid_or_disk_id"], IMAGE_DISK_GUID, "{info:#}");
+    assert!(info.get("deploy_step_progress").is_none(), "cleared when done: {info:#}");
     assert_eq!(lab.machine.boots.load(Ordering::SeqCst), 2);
     lab.wait_agent_gone().await;
-    assert_eq!(lab.node(&uuid).await["power_state"], "power off");
+    lab.assert_disk_holds(&image);
 
-    // undeploy from deploy failed → tear down → automated cleaning → available, and the
+    // undeploy from active → tear down → automated cleaning → available, and the
     // instance is forgotten.
     lab.provision(&uuid, json!({"target": "deleted"})).await;
     let node = lab.wait_state(&uuid, "available").await;
@@ -397,11 +465,23 @@ struct ScriptedAgent {
     node: OnceLock<String>,
     /// Statuses the next `execute_clean_step` calls end with; then `SUCCEEDED`.
     clean_outcomes: Mutex<std::collections::VecDeque<&'static str>>,
+    /// While set, `execute_deploy_step` stays RUNNING in the list, publishing this
+    /// progress, until [`ScriptedAgent::finish_deploy`].
+    deploy_progress: Mutex<Option<Value>>,
+    /// The held deploy step: its index in the list and its final entry.
+    held: Mutex<Option<(usize, Value)>>,
 }
 
 impl ScriptedAgent {
     fn names(&self) -> Vec<String> {
         self.received.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Lets a held `execute_deploy_step` finish.
+    fn finish_deploy(&self) {
+        if let Some((index, entry)) = self.held.lock().unwrap().take() {
+            self.commands.lock().unwrap()[index] = entry;
+        }
     }
 
     fn params_of(&self, name: &str) -> Option<Value> {
@@ -486,7 +566,21 @@ async fn scripted_command(
     let entry = json!({"id": format!("cmd-{}", agent.received.lock().unwrap().len()),
         "command_name": short, "command_status": status, "command_error": error,
         "command_result": if result.is_null() { Value::Null } else { result }});
-    agent.commands.lock().unwrap().push(entry.clone());
+    let progress = agent.deploy_progress.lock().unwrap().take();
+    match progress {
+        Some(progress) if name == "deploy.execute_deploy_step" => {
+            let mut running = entry.clone();
+            running["command_status"] = json!("RUNNING");
+            running["command_result"] = json!({"progress": progress});
+            let mut commands = agent.commands.lock().unwrap();
+            *agent.held.lock().unwrap() = Some((commands.len(), entry.clone()));
+            commands.push(running);
+        }
+        other => {
+            *agent.deploy_progress.lock().unwrap() = other;
+            agent.commands.lock().unwrap().push(entry.clone());
+        }
+    }
     // As ironic-python-agent: step commands are asynchronous, so the reply says RUNNING
     // and the outcome shows in the command list.
     if short.starts_with("execute_") {
@@ -598,17 +692,18 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
     // until the node is in `state`.
     let looked_up = AtomicUsize::new(0);
     let token = Mutex::new(String::new());
-    let drive = |state: &'static str| {
+    type Goal = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+    let drive_until = |what: &'static str, goal: Goal| {
         let (call, counter, looked_up, token, agent_url, uuid) =
             (&call, &counter, &looked_up, &token, &agent_url, &uuid);
         async move {
             let deadline = Instant::now() + STEP;
             loop {
                 let (_, node) = call(reqwest::Method::GET, format!("/v1/nodes/{uuid}"), None).await;
-                if node["provision_state"] == state && node["reservation"].is_null() {
+                if goal(&node) {
                     return node;
                 }
-                assert!(Instant::now() < deadline, "never reached {state}: {node:#}");
+                assert!(Instant::now() < deadline, "never reached {what}: {node:#}");
                 let boots = counter.pxe_boots.load(Ordering::SeqCst);
                 if boots > looked_up.load(Ordering::SeqCst) {
                     let (status, reply) =
@@ -633,6 +728,11 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         }
+    };
+    let drive = |state: &'static str| {
+        let goal: Goal =
+            Box::new(move |n| n["provision_state"] == state && n["reservation"].is_null());
+        drive_until(state, goal)
     };
     let provision = |body: Value| {
         let call = &call;
@@ -671,8 +771,23 @@ async fn successful_steps_clean_deploy_and_tear_down_with_a_scripted_agent() {
     )
     .await;
     assert_eq!(status, 200, "{patched}");
+    // The agent reports the write's progress while it runs; the conductor keeps the last
+    // report until the step is done.
+    let progress = json!({"phase": "downloading", "bytes_done": 1048576,
+                          "bytes_total": 4194304, "elapsed_seconds": 1.0,
+                          "rate_bytes_per_second": 1048576.0, "eta_seconds": 3.0});
+    *agent.deploy_progress.lock().unwrap() = Some(progress.clone());
     provision(json!({"target": "active", "configdrive": "H4sIAAAA"})).await;
+    let goal: Goal = Box::new(|n| !n["driver_internal_info"]["deploy_step_progress"].is_null());
+    let node = drive_until("a stored deploy_step_progress", goal).await;
+    assert_eq!(node["driver_internal_info"]["deploy_step_progress"], progress, "{node:#}");
+    assert_eq!(node["provision_state"], "wait call-back", "{node:#}");
+    agent.finish_deploy();
     let node = drive("active").await;
+    assert!(
+        node["driver_internal_info"].get("deploy_step_progress").is_none(),
+        "cleared when the step is done: {node:#}"
+    );
     let names = agent.names();
     assert_eq!(
         names[2..],
@@ -816,25 +931,27 @@ async fn baremetal_cli_waits_through_the_flows() {
             .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.machine.all_logs()));
         assert_eq!(lab.node(&uuid).await["provision_state"], state, "{verb}");
     }
+    let image = lab.image("bm.img");
     bm.run(&[
         "node",
         "set",
         "bm-1",
         "--instance-info",
-        "image_source=http://127.0.0.1:9/images/disk.img",
+        "image_source=bm.img",
         "--instance-info",
-        &format!("image_checksum={}", "a".repeat(64)),
+        &format!("image_checksum={}", image.sha256),
     ])
     .await
     .unwrap()
     .ensure_success("set")
     .unwrap();
-    // Until the agent writes images, the deploy ends in `deploy failed`: the CLI must
-    // say so and exit non-zero.
-    let deploy = bm.run(&["node", "deploy", "bm-1", "--wait", "120"]).await.unwrap();
-    assert!(!deploy.success(), "deploy --wait succeeded: {}", deploy.stdout);
-    assert!(deploy.stderr.contains("deploy failed"), "{}", deploy.stderr);
-    assert_eq!(lab.node(&uuid).await["provision_state"], "deploy failed");
+    bm.run(&["node", "deploy", "bm-1", "--wait", "120"])
+        .await
+        .unwrap()
+        .ensure_success("deploy")
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.machine.all_logs()));
+    assert_eq!(lab.node(&uuid).await["provision_state"], "active");
+    lab.assert_disk_holds(&image);
     bm.run(&["node", "undeploy", "bm-1", "--wait", "120"])
         .await
         .unwrap()
@@ -874,7 +991,8 @@ async fn ferric_cli_waits_through_the_flows() {
         let last = out.stderr.lines().last().unwrap_or_default().to_owned();
         assert!(last.starts_with(&format!("f-1: {state} -> None, ")), "{verb}: {}", out.stderr);
     }
-    let checksum = format!("image_checksum={}", "a".repeat(64));
+    let image = lab.image("f.img");
+    let hash = format!("image_os_hash_value={}", image.sha256);
     run_ferric(
         &lab.url,
         &[
@@ -882,21 +1000,25 @@ async fn ferric_cli_waits_through_the_flows() {
             "set",
             "f-1",
             "--instance-info",
-            "image_source=http://127.0.0.1:9/images/disk.img",
+            "image_source=f.img",
             "--instance-info",
-            &checksum,
+            "image_os_hash_algo=sha256",
+            "--instance-info",
+            &hash,
         ],
     )
     .await
     .unwrap()
     .ensure_success("set")
     .unwrap();
-    // Until the agent writes images, the deploy ends in `deploy failed`.
     let deploy = ferric(&["node", "deploy", "f-1", "--wait", "120"]).await.unwrap();
-    assert_eq!(deploy.status.code(), Some(1), "{}", deploy.stderr);
-    assert!(deploy.stderr.contains("node f-1 ended in deploy failed: "), "{}", deploy.stderr);
-    assert!(deploy.stderr.contains("write_image is not supported"), "{}", deploy.stderr);
-    assert_eq!(lab.node(&uuid).await["provision_state"], "deploy failed");
+    deploy.ensure_success("deploy").unwrap_or_else(|e| panic!("{e:#}\n{}", lab.machine.all_logs()));
+    let last = deploy.stderr.lines().last().unwrap_or_default().to_owned();
+    assert!(last.starts_with("f-1: active -> None, "), "{}", deploy.stderr);
+    let node = lab.node(&uuid).await;
+    assert_eq!(node["provision_state"], "active");
+    assert_eq!(node["driver_internal_info"]["root_uuid_or_disk_id"], IMAGE_DISK_GUID);
+    lab.assert_disk_holds(&image);
 
     // The JSON form reports the final states for scripts.
     let done = ferric(&["node", "undeploy", "f-1", "--wait", "120", "-f", "json"]).await.unwrap();

@@ -47,6 +47,7 @@ fn agent_config(urls: Vec<reqwest::Url>) -> AgentConfig {
         enable_auto_tls: false,
         ca_file: None,
         host_root: PathBuf::from("/nonexistent"),
+        ..AgentConfig::default()
     }
 }
 

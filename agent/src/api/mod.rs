@@ -57,6 +57,8 @@ pub struct ApiDeps {
     pub logs: Arc<LogBuffer>,
     /// Reported as `version` by `GET /v1/status`.
     pub version: String,
+    /// Download settings for image writes (the agent's CA, `ipa-insecure`, retry flags).
+    pub image_http: crate::image::source::HttpOptions,
 }
 
 /// Control of a running API after [`build`].
@@ -118,6 +120,7 @@ pub fn build(deps: ApiDeps) -> (axum::Router, ApiHandle) {
         inventory: deps.inventory,
         power: deps.power.clone(),
         logs: deps.logs,
+        deploy: crate::commands::deploy::DeployContext::new(deps.image_http),
         #[cfg(test)]
         test_gate: test_gate.clone(),
     };

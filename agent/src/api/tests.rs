@@ -85,6 +85,7 @@ async fn start(
         power: power.clone(),
         logs: logs.clone(),
         version: "0.1.0".into(),
+        image_http: crate::image::source::HttpOptions::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -395,7 +396,16 @@ async fn busy_while_an_async_command_runs_then_done_on_release() {
     let running = started.result();
     assert_eq!(running.command_status, CommandStatus::Running);
     assert_eq!(running.command_name, "test_block");
-    assert_eq!(running.command_result, None);
+    // A running command may publish an interim result, which the list shows.
+    let interim = Some(json!({"waiting": "for release"}));
+    tokio::time::timeout(GUARD, async {
+        while a.list().await[0].command_result != interim {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the interim result was never published");
+    assert_eq!(a.list().await[0].command_status, CommandStatus::Running);
 
     a.command("standby.sync", json!({}), true).await.assert_fault(
         409,
@@ -592,7 +602,7 @@ async fn stop_is_graceful_without_lockdown() {
 #[tokio::test]
 async fn step_commands_have_ipa_shapes() {
     let a = start(Some(token()), None).await;
-    let versions = json!({"ferric_hardware_manager": "1.0"});
+    let versions = json!({"ferric_hardware_manager": "1.1"});
     let clean = a.command("clean.get_clean_steps", json!({"node": {}, "ports": []}), true).await;
     assert_eq!(clean.status, StatusCode::OK);
     assert_eq!(
@@ -619,7 +629,7 @@ async fn step_commands_have_ipa_shapes() {
     assert_eq!(r.body["command_error"]["type"], "CommandExecutionError");
     assert_eq!(
         r.body["command_error"]["details"],
-        "write_image is not supported by this agent yet"
+        "invalid write_image arguments: missing field `image_info`"
     );
 
     let erase = json!({"interface": "deploy", "step": "erase_devices"});
@@ -754,4 +764,83 @@ async fn the_api_works_over_tls_and_survives_a_failed_handshake() {
         "Client",
         "401 Unauthorized: Token invalid.",
     );
+}
+
+#[tokio::test]
+async fn image_commands_validate_refuse_and_explain() {
+    let a = start(Some(token()), None).await;
+    const SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+    let uuids = a.command("standby.get_partition_uuids", json!({}), true).await;
+    assert_eq!(uuids.body["command_result"], json!({}));
+
+    let no_urls = json!({"image_info": {"id": "img", "urls": [], "checksum": SHA256}});
+    a.command("standby.prepare_image", no_urls, true).await.assert_fault(
+        400,
+        "Client",
+        "Invalid command parameters: invalid image_info: image_info field 'urls' must be a \
+         list with at least one element",
+    );
+    // MD5 only once the conductor allows it.
+    let md5 = json!({"image_info": {"id": "img", "urls": ["http://h/i"], "checksum": MD5},
+                     "configdrive": null});
+    let refused = a.command("standby.prepare_image", md5.clone(), true).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    a.session.set_lookup_config(ferric_shared::lookup::LookupConfig {
+        agent_md5_checksum_enable: Some(true),
+        ..Default::default()
+    });
+    // Accepted now; with hints no disk satisfies, it fails choosing the disk.
+    a.session.set_node(json!({"uuid": "n1", "properties": {"root_device": {"name": "/dev/no"}}}));
+    let r = a.command("standby.prepare_image", md5, true).await;
+    assert_eq!(r.body["command_name"], "prepare_image");
+    assert_eq!(r.body["command_status"], "FAILED", "{}", r.body);
+    let details = r.body["command_error"]["details"].as_str().unwrap().to_owned();
+    assert!(
+        details.starts_with(
+            "cannot choose the disk to write image img to: no suitable root disk for root \
+             device hints {\"name\":\"/dev/no\"}: /dev/"
+        ),
+        "{details}"
+    );
+    assert!(details.contains("does not match the root device hints"), "{details}");
+
+    let partition = json!({"image_info": {
+        "id": "img", "urls": ["http://h/i"], "checksum": SHA256, "image_type": "partition",
+        "root_mb": 1024, "swap_mb": 0, "ephemeral_mb": 0, "preserve_ephemeral": false}});
+    let r = a.command("standby.prepare_image", partition, true).await;
+    assert_eq!(r.body["command_status"], "FAILED");
+    assert_eq!(
+        r.body["command_error"]["details"],
+        "partition images (image_type \"partition\") are not supported yet; use a whole-disk \
+         image"
+    );
+
+    // The step's own node wins over lookup's: its hints are the ones reported.
+    let step = json!({"interface": "deploy", "step": "write_image", "args": {
+        "image_info": {"id": "img2", "urls": ["http://h/i"], "os_hash_algo": "sha256",
+                       "os_hash_value": SHA256},
+        "configdrive": null}});
+    let node = json!({"uuid": "n1", "instance_info": {"root_device": {"serial": "none"}}});
+    let r =
+        a.command("deploy.execute_deploy_step", json!({"step": step, "node": node}), true).await;
+    assert_eq!(r.body["command_status"], "FAILED");
+    let details = r.body["command_error"]["details"].as_str().unwrap();
+    assert!(details.contains("image img2"), "{details}");
+    assert!(details.contains("hints {\"serial\":\"none\"}"), "{details}");
+
+    let r = a
+        .command(
+            "image.install_bootloader",
+            json!({"root_uuid": "0x1234abcd", "target_boot_mode": "uefi"}),
+            true,
+        )
+        .await;
+    assert_eq!(r.body["command_name"], "install_bootloader");
+    assert_eq!(r.body["command_status"], "FAILED");
+    assert_eq!(r.body["command_error"]["details"], "install_bootloader is not supported yet");
+
+    // Nothing was written, so there is still nothing to report.
+    let uuids = a.command("standby.get_partition_uuids", json!({}), true).await;
+    assert_eq!(uuids.body["command_result"], json!({}));
 }

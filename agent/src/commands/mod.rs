@@ -5,6 +5,7 @@
 //! HTTP error before anything is recorded; running happens only on the executor's one
 //! worker (see [`crate::executor`]).
 
+pub mod deploy;
 pub mod steps;
 pub mod system_logs;
 
@@ -16,11 +17,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::executor::error_chain;
 use crate::inventory::{self, InventoryError, InventorySources};
 use crate::logbuf::LogBuffer;
 use crate::power::PowerControl;
 use crate::session::Session;
-use steps::{StepFailure, StepRequest};
+use deploy::{DeployContext, DeployError, ImageJob, ImageParams, PrepareEnv};
+use steps::{StepAction, StepFailure, StepRequest};
 use system_logs::SystemLogsError;
 
 /// Extensions ironic-python-agent has. A command of a known extension that Ferric does not
@@ -44,6 +47,10 @@ pub enum Command {
     ExecuteStep(Box<StepRequest>),
     /// `standby.get_partition_uuids`: the partitions of the written image.
     GetPartitionUuids,
+    /// `standby.prepare_image`: writes the image to the target disk.
+    PrepareImage(Box<ImageJob>),
+    /// `image.install_bootloader`: not supported yet; fails with a clear message.
+    InstallBootloader,
     /// `poll.get_hardware_info`: the inventory.
     GetHardwareInfo,
     /// `log.collect_system_logs`: base64 of a gzipped tar of the logs.
@@ -81,6 +88,13 @@ pub enum CommandParseError {
     InvalidParams(String),
 }
 
+/// What parsing may depend on besides the request itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParseEnv {
+    /// Whether the conductor allows MD5 checksums (lookup's `agent_md5_checksum_enable`).
+    pub md5_allowed: bool,
+}
+
 /// Splits `extension.command` at the first dot.
 pub fn split_name(name: &str) -> Result<(&str, &str), CommandParseError> {
     name.split_once('.').ok_or(CommandParseError::MalformedName)
@@ -104,12 +118,28 @@ fn params<T: DeserializeOwned>(params: Map<String, Value>) -> Result<T, CommandP
         .map_err(|e| CommandParseError::InvalidParams(e.to_string()))
 }
 
+/// Parameters of `image.install_bootloader`, accepted as sent so that the refusal is the
+/// clear "not supported yet" rather than a complaint about parameters.
+#[derive(Debug, Deserialize)]
+struct AnyParams {}
+
 impl Command {
-    /// Parses a command from its extension, command name and parameters.
+    /// Parses a command from its extension, command name and parameters, with MD5
+    /// checksums refused.
     pub fn parse(
         extension: &str,
         command: &str,
         raw: Map<String, Value>,
+    ) -> Result<Self, CommandParseError> {
+        Self::parse_in(extension, command, raw, ParseEnv::default())
+    }
+
+    /// Parses a command from its extension, command name and parameters.
+    pub fn parse_in(
+        extension: &str,
+        command: &str,
+        raw: Map<String, Value>,
+        env: ParseEnv,
     ) -> Result<Self, CommandParseError> {
         if !KNOWN_EXTENSIONS.contains(&extension) {
             return Err(CommandParseError::UnknownExtension(extension.to_owned()));
@@ -127,6 +157,16 @@ impl Command {
                 return Ok(Command::ExecuteStep(Box::new(request)));
             }
             ("standby", "get_partition_uuids") => Command::GetPartitionUuids,
+            ("standby", "prepare_image") => {
+                let p: ImageParams = params(raw)?;
+                let job = ImageJob::from_params(p, None, env.md5_allowed)
+                    .map_err(|e| CommandParseError::InvalidParams(error_chain(&e)))?;
+                return Ok(Command::PrepareImage(Box::new(job)));
+            }
+            ("image", "install_bootloader") => {
+                let AnyParams {} = params(raw)?;
+                return Ok(Command::InstallBootloader);
+            }
             ("poll", "get_hardware_info") => Command::GetHardwareInfo,
             ("log", "collect_system_logs") => Command::CollectSystemLogs,
             ("standby", "sync") => Command::Sync,
@@ -153,7 +193,8 @@ impl Command {
         match self {
             Command::GetSteps(kind) => kind.as_str(),
             Command::ExecuteStep(request) => request.kind.as_str(),
-            Command::GetPartitionUuids => "standby",
+            Command::GetPartitionUuids | Command::PrepareImage(_) => "standby",
+            Command::InstallBootloader => "image",
             Command::GetHardwareInfo => "poll",
             Command::CollectSystemLogs => "log",
             Command::Sync | Command::PowerOff | Command::RunImage => "standby",
@@ -169,6 +210,8 @@ impl Command {
             Command::GetSteps(kind) => kind.get_command(),
             Command::ExecuteStep(request) => request.kind.execute_command(),
             Command::GetPartitionUuids => "get_partition_uuids",
+            Command::PrepareImage(_) => "prepare_image",
+            Command::InstallBootloader => "install_bootloader",
             Command::GetHardwareInfo => "get_hardware_info",
             Command::CollectSystemLogs => "collect_system_logs",
             Command::Sync => "sync",
@@ -187,7 +230,9 @@ impl Command {
     pub fn mode(&self) -> Mode {
         match self {
             Command::GetSteps(_) | Command::GetPartitionUuids => Mode::Sync,
-            Command::ExecuteStep(_) => Mode::Async,
+            Command::ExecuteStep(_) | Command::PrepareImage(_) | Command::InstallBootloader => {
+                Mode::Async
+            }
             Command::GetHardwareInfo
             | Command::CollectSystemLogs
             | Command::Sync
@@ -200,8 +245,13 @@ impl Command {
         }
     }
 
-    /// Runs the command on the executor's worker.
-    pub async fn run(self, ctx: Arc<CommandContext>) -> Result<Completion, CommandFailure> {
+    /// Runs the command on the executor's worker. `live` publishes a running command's
+    /// interim result.
+    pub async fn run(
+        self,
+        ctx: Arc<CommandContext>,
+        live: LiveResult,
+    ) -> Result<Completion, CommandFailure> {
         match self {
             Command::GetSteps(kind) => {
                 let value =
@@ -209,12 +259,39 @@ impl Command {
                 Ok(Completion::value(value))
             }
             Command::ExecuteStep(request) => {
-                let done = steps::execute(&request).map_err(CommandFailure::Step)?;
+                let result = match steps::plan(&request).map_err(CommandFailure::Step)? {
+                    StepAction::WriteImage => {
+                        let args = request.step.args.clone();
+                        let p: ImageParams = serde_json::from_value(Value::Object(args))
+                            .map_err(|e| DeployError::InvalidArgs(e.to_string()))?;
+                        let md5 = ctx.session.md5_allowed();
+                        let job = ImageJob::from_params(p, request.node.clone(), md5)?;
+                        let prepared =
+                            deploy::prepare_image(&job, prepare_env(&ctx, &live)).await?;
+                        // As ironic-python-agent's step, which runs prepare_image.
+                        serde_json::json!({
+                            "result": format!("prepare_image: {}", prepared.message())
+                        })
+                    }
+                };
+                let done = ferric_shared::steps::ExecuteStepResult {
+                    kind: request.kind,
+                    result,
+                    step: request.step,
+                };
                 let value = serde_json::to_value(done).map_err(CommandFailure::Encode)?;
                 Ok(Completion::value(value))
             }
-            // Whole-disk images only, so far: nothing to report, as IPA for such images.
-            Command::GetPartitionUuids => Ok(Completion::value(Value::Object(Map::new()))),
+            Command::PrepareImage(job) => {
+                let prepared = deploy::prepare_image(&job, prepare_env(&ctx, &live)).await?;
+                Ok(Completion { output: Output::Text(prepared.message()), after: None })
+            }
+            Command::InstallBootloader => Err(CommandFailure::NotSupported("install_bootloader")),
+            Command::GetPartitionUuids => {
+                let value = serde_json::to_value(ctx.deploy.partition_uuids())
+                    .map_err(CommandFailure::Encode)?;
+                Ok(Completion::value(value))
+            }
             Command::GetHardwareInfo => {
                 let sources = ctx.inventory.clone();
                 let inventory = tokio::task::spawn_blocking(move || inventory::collect(&sources))
@@ -250,6 +327,7 @@ impl Command {
             Command::Lockdown => Ok(Completion::null().then(AfterAction::Lockdown)),
             #[cfg(test)]
             Command::TestBlock => {
+                live.publish(serde_json::json!({"waiting": "for release"}));
                 if let Ok(permit) = ctx.test_gate.acquire().await {
                     // Each release lets exactly one blocked command finish.
                     permit.forget();
@@ -260,6 +338,49 @@ impl Command {
             Command::TestFail { message } => Err(CommandFailure::Test(message)),
             #[cfg(test)]
             Command::TestPanic => panic!("test_panic"),
+        }
+    }
+}
+
+fn prepare_env<'a>(ctx: &'a CommandContext, live: &'a LiveResult) -> PrepareEnv<'a> {
+    let config = ctx.session.lookup_config();
+    PrepareEnv {
+        host: &ctx.inventory.host,
+        deploy: &ctx.deploy,
+        cached_node: ctx.session.node(),
+        md5_allowed: config.agent_md5_checksum_enable == Some(true),
+        permitted_formats: config.permitted_image_formats,
+        live,
+    }
+}
+
+/// Publishes a running command's interim `command_result` (e.g. an image write's
+/// progress). Ironic reads results only once a command is done; Ferric shows them live.
+#[derive(Clone, Default)]
+pub struct LiveResult {
+    sink: Option<Arc<dyn Fn(Value) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for LiveResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveResult").field("connected", &self.sink.is_some()).finish()
+    }
+}
+
+impl LiveResult {
+    /// Publishes through `sink`.
+    pub fn new(sink: impl Fn(Value) + Send + Sync + 'static) -> Self {
+        Self { sink: Some(Arc::new(sink)) }
+    }
+
+    /// Publishes nowhere.
+    pub fn detached() -> Self {
+        Self::default()
+    }
+
+    pub fn publish(&self, value: Value) {
+        if let Some(sink) = &self.sink {
+            sink(value);
         }
     }
 }
@@ -277,6 +398,8 @@ pub struct CommandContext {
     pub inventory: InventorySources,
     pub power: Arc<dyn PowerControl>,
     pub logs: Arc<LogBuffer>,
+    /// Image-writing settings and what has been written.
+    pub deploy: DeployContext,
     /// Released by tests to let `system.test_block` finish.
     #[cfg(test)]
     pub test_gate: Arc<tokio::sync::Semaphore>,
@@ -340,6 +463,10 @@ pub enum CommandFailure {
     Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Step(StepFailure),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("{0} is not supported yet")]
+    NotSupported(&'static str),
     #[cfg(test)]
     #[error("{0}")]
     Test(String),
@@ -392,6 +519,7 @@ mod tests {
             ("clean.get_clean_steps", Command::GetSteps(StepKind::Clean), Mode::Sync),
             ("deploy.get_deploy_steps", Command::GetSteps(StepKind::Deploy), Mode::Sync),
             ("standby.get_partition_uuids", Command::GetPartitionUuids, Mode::Sync),
+            ("image.install_bootloader", Command::InstallBootloader, Mode::Async),
         ];
         for (wire, expected, mode) in table {
             let (ext, cmd) = split_name(wire).unwrap();
@@ -427,6 +555,24 @@ mod tests {
             let err = Command::parse(ext, cmd, obj(p)).unwrap_err();
             assert_eq!(err.to_string(), text);
         }
+        let image_info = json!({"id": "i", "urls": ["http://h/i"],
+                                "checksum": "d41d8cd98f00b204e9800998ecf8427e"});
+        let params = obj(json!({"image_info": image_info, "configdrive": "H4sI"}));
+        let err = Command::parse("standby", "prepare_image", params.clone()).unwrap_err();
+        assert!(err.to_string().contains("no usable checksum"), "{err}");
+        let env = ParseEnv { md5_allowed: true };
+        match Command::parse_in("standby", "prepare_image", params, env).unwrap() {
+            Command::PrepareImage(job) => {
+                assert_eq!(job.info.id, "i");
+                assert_eq!(job.configdrive.as_deref(), Some("H4sI"));
+                assert_eq!(job.node, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let extra = obj(json!({"image_info": image_info, "force": true}));
+        let err = Command::parse_in("standby", "prepare_image", extra, env).unwrap_err();
+        assert!(err.to_string().contains("force"), "{err}");
+
         let err = Command::parse("standby", "sync", obj(json!({"force": true}))).unwrap_err();
         assert!(
             matches!(&err, CommandParseError::InvalidParams(m) if m.contains("force")),

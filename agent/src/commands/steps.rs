@@ -3,15 +3,14 @@
 //! "hardware_manager_version": {<name>: <version>}}` and `{"<kind>_result": ...,
 //! "<kind>_step": <step>}`).
 //!
-//! Only steps the agent really carries out are offered. Today that is no clean step and
-//! the `write_image` deploy step, which reports that image writing is not supported yet,
-//! so that a conductor driving it fails the deploy with a clear reason instead of
-//! believing an image was written.
+//! Only steps the agent really carries out are offered: today no clean step, and the
+//! `write_image` deploy step (priority 0: the conductor's own `write_image` step calls
+//! it), which runs what `standby.prepare_image` runs (see [`super::deploy`]).
 
 use std::collections::BTreeMap;
 
 use ferric_shared::steps::{
-    ExecuteStepResult, GetStepsResult, HardwareManagerVersions, NodeStep, Step, StepKind,
+    ArgInfo, GetStepsResult, HardwareManagerVersions, NodeStep, Step, StepKind,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -21,12 +20,9 @@ pub const MANAGER_CLASS: &str = "FerricHardwareManager";
 /// The manager name of `hardware_manager_version`.
 pub const MANAGER_NAME: &str = "ferric_hardware_manager";
 /// The manager version; changes whenever the offered steps change meaning.
-pub const MANAGER_VERSION: &str = "1.0";
+pub const MANAGER_VERSION: &str = "1.1";
 
-/// What `write_image` answers until the image path exists.
-pub const WRITE_IMAGE_UNSUPPORTED: &str = "write_image is not supported by this agent yet";
-
-/// `{ferric_hardware_manager: "1.0"}`.
+/// `{ferric_hardware_manager: <MANAGER_VERSION>}`.
 pub fn manager_versions() -> HardwareManagerVersions {
     BTreeMap::from([(MANAGER_NAME.to_owned(), MANAGER_VERSION.to_owned())])
 }
@@ -40,7 +36,24 @@ pub fn offered_steps(kind: StepKind) -> Vec<Step> {
             interface: "deploy".to_owned(),
             reboot_requested: Some(false),
             abortable: None,
-            argsinfo: None,
+            argsinfo: Some(BTreeMap::from([
+                (
+                    "image_info".to_owned(),
+                    ArgInfo {
+                        description: "Information about the image to write".to_owned(),
+                        required: true,
+                    },
+                ),
+                (
+                    "configdrive".to_owned(),
+                    ArgInfo {
+                        description: "Config drive to write: base64 of a gzipped ISO 9660 \
+                                      image, or its URL"
+                            .to_owned(),
+                        required: false,
+                    },
+                ),
+            ])),
             extra: Map::new(),
         }],
         StepKind::Clean | StepKind::Service => Vec::new(),
@@ -76,6 +89,8 @@ pub struct StepRequest {
     pub step: NodeStep,
     /// The conductor's copy of `hardware_manager_version`; `None` skips the check.
     pub expected_versions: Option<HardwareManagerVersions>,
+    /// The node object sent with the step (root-device hints, skip list), if any.
+    pub node: Option<Value>,
 }
 
 /// Why a step request is malformed; becomes "Invalid command parameters: …".
@@ -105,12 +120,12 @@ impl StepRequest {
                 reason: e.to_string(),
             })?),
         };
-        raw.remove("node");
+        let node = raw.remove("node").filter(|n| !n.is_null());
         raw.remove("ports");
         if let Some(key) = raw.keys().next() {
             return Err(StepParamsError::Unexpected(key.clone()));
         }
-        Ok(Self { kind, step, expected_versions })
+        Ok(Self { kind, step, expected_versions, node })
     }
 }
 
@@ -123,12 +138,17 @@ pub enum StepFailure {
     VersionMismatch { current: HardwareManagerVersions, expected: HardwareManagerVersions },
     #[error("{kind} step {interface}.{step} is not offered by this agent")]
     Unknown { kind: StepKind, interface: String, step: String },
-    #[error("{0}")]
-    NotSupported(&'static str),
 }
 
-/// Runs a step: checks the versions, then the step itself.
-pub fn execute(request: &StepRequest) -> Result<ExecuteStepResult, StepFailure> {
+/// What a step request turns out to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAction {
+    /// `deploy.write_image`: the same work as `standby.prepare_image`.
+    WriteImage,
+}
+
+/// Checks a step request: the versions, then whether the step is offered.
+pub fn plan(request: &StepRequest) -> Result<StepAction, StepFailure> {
     let current = manager_versions();
     if let Some(expected) = &request.expected_versions {
         if *expected != current {
@@ -147,9 +167,7 @@ pub fn execute(request: &StepRequest) -> Result<ExecuteStepResult, StepFailure> 
         });
     }
     match (request.kind, step.interface.as_str(), step.step.as_str()) {
-        (StepKind::Deploy, "deploy", "write_image") => {
-            Err(StepFailure::NotSupported(WRITE_IMAGE_UNSUPPORTED))
-        }
+        (StepKind::Deploy, "deploy", "write_image") => Ok(StepAction::WriteImage),
         _ => Err(StepFailure::Unknown {
             kind: request.kind,
             interface: step.interface.clone(),
@@ -172,14 +190,20 @@ mod tests {
         assert_eq!(
             serde_json::to_value(get_steps(StepKind::Clean)).unwrap(),
             json!({"clean_steps": {"FerricHardwareManager": []},
-                   "hardware_manager_version": {"ferric_hardware_manager": "1.0"}})
+                   "hardware_manager_version": {"ferric_hardware_manager": "1.1"}})
         );
         assert_eq!(
             serde_json::to_value(get_steps(StepKind::Deploy)).unwrap(),
             json!({"deploy_steps": {"FerricHardwareManager": [
                         {"step": "write_image", "priority": 0, "interface": "deploy",
-                         "reboot_requested": false}]},
-                   "hardware_manager_version": {"ferric_hardware_manager": "1.0"}})
+                         "reboot_requested": false,
+                         "argsinfo": {
+                             "image_info": {"description": "Information about the image to write",
+                                            "required": true},
+                             "configdrive": {"description": "Config drive to write: base64 of \
+                                                             a gzipped ISO 9660 image, or its URL",
+                                             "required": false}}}]},
+                   "hardware_manager_version": {"ferric_hardware_manager": "1.1"}})
         );
     }
 
@@ -188,12 +212,13 @@ mod tests {
         let ok = StepRequest::parse(
             StepKind::Clean,
             obj(json!({"step": {"interface": "deploy", "step": "erase_devices"},
-                       "node": {}, "ports": [],
-                       "clean_version": {"ferric_hardware_manager": "1.0"}})),
+                       "node": {"uuid": "n1"}, "ports": [],
+                       "clean_version": {"ferric_hardware_manager": "1.1"}})),
         )
         .unwrap();
         assert_eq!(ok.step.step, "erase_devices");
         assert_eq!(ok.expected_versions, Some(manager_versions()));
+        assert_eq!(ok.node, Some(json!({"uuid": "n1"})));
         let null_version = StepRequest::parse(
             StepKind::Deploy,
             obj(json!({"step": {"interface": "deploy", "step": "write_image"},
@@ -201,6 +226,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(null_version.expected_versions, None);
+        assert_eq!(null_version.node, None);
 
         for (kind, params, fragment) in [
             (StepKind::Clean, json!({"node": {}}), "missing parameter step"),
@@ -231,22 +257,30 @@ mod tests {
             kind,
             step: serde_json::from_value(json!({"interface": interface, "step": step})).unwrap(),
             expected_versions: versions.map(|v| serde_json::from_value(v).unwrap()),
+            node: None,
         }
     }
 
     #[test]
     fn execution_outcomes() {
         let write = request(StepKind::Deploy, "deploy", "write_image", None);
-        assert_eq!(execute(&write), Err(StepFailure::NotSupported(WRITE_IMAGE_UNSUPPORTED)));
+        assert_eq!(plan(&write), Ok(StepAction::WriteImage));
+        let current = request(
+            StepKind::Deploy,
+            "deploy",
+            "write_image",
+            Some(json!({"ferric_hardware_manager": "1.1"})),
+        );
+        assert_eq!(plan(&current), Ok(StepAction::WriteImage));
 
         let unknown = request(StepKind::Clean, "deploy", "erase_devices", None);
         assert_eq!(
-            execute(&unknown).unwrap_err().to_string(),
+            plan(&unknown).unwrap_err().to_string(),
             "clean step deploy.erase_devices is not offered by this agent"
         );
         // write_image is a deploy step only.
         let wrong_kind = request(StepKind::Clean, "deploy", "write_image", None);
-        assert!(matches!(execute(&wrong_kind), Err(StepFailure::Unknown { .. })));
+        assert!(matches!(plan(&wrong_kind), Err(StepFailure::Unknown { .. })));
 
         let stale = request(
             StepKind::Deploy,
@@ -254,7 +288,7 @@ mod tests {
             "write_image",
             Some(json!({"ferric_hardware_manager": "0.9"})),
         );
-        match execute(&stale) {
+        match plan(&stale) {
             Err(StepFailure::VersionMismatch { current, expected }) => {
                 assert_eq!(current, manager_versions());
                 assert_eq!(expected.get(MANAGER_NAME).map(String::as_str), Some("0.9"));

@@ -173,6 +173,7 @@ mod tests {
             enable_auto_tls: true,
             ca_file: None,
             host_root: PathBuf::from("/nonexistent"),
+            ..AgentConfig::default()
         }
     }
 

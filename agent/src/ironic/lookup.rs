@@ -201,6 +201,7 @@ fn adopt(
         fields.insert("skip_bmc_detect".into(), serde_json::Value::Bool(true));
     }
     session.set_node(node);
+    session.set_lookup_config(reply.config.clone().unwrap_or_default());
     let heartbeat_timeout = Duration::from_secs(reply.heartbeat_timeout_secs());
     tracing::info!(node = %node_uuid, ?heartbeat_timeout, %api_version, "lookup succeeded");
     Ok(LookupOutcome {

@@ -25,11 +25,11 @@ use ferric_shared::error_body::error_message_from_reply;
 use ferric_shared::inventory::Inventory;
 use ferric_shared::steps::{GetStepsResult, HardwareManagerVersions, NodeStep, StepKind};
 use reqwest::{Method, StatusCode, Url};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use image::{build_image_info, write_image_step, ImageInfoBuildError, ImageInfoConfig};
-pub use progress::{command_error_message, step_progress, StepProgress};
+pub use progress::{command_error_message, running_step_progress, step_progress, StepProgress};
 
 /// `driver_internal_info` key of the agent's callback URL.
 pub const AGENT_URL_KEY: &str = "agent_url";
@@ -148,23 +148,9 @@ impl AgentClientError {
     }
 }
 
-/// `get_partition_uuids` result. The wire keys contain spaces. For whole-disk images
-/// the agent may send `{}` or only `root uuid` (the disk identifier).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PartitionUuids {
-    #[serde(rename = "root uuid", default, skip_serializing_if = "Option::is_none")]
-    pub root_uuid: Option<String>,
-    #[serde(
-        rename = "efi system partition uuid",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub efi_system_partition_uuid: Option<String>,
-    #[serde(rename = "PReP Boot partition uuid", default, skip_serializing_if = "Option::is_none")]
-    pub prep_boot_partition_uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partitions: Option<Value>,
-}
+/// `get_partition_uuids` result (the wire type lives in `ferric-shared`, shared with the
+/// agent).
+pub use ferric_shared::partition_uuids::PartitionUuids;
 
 /// A transport failure of one request: no HTTP reply came back.
 #[derive(Debug)]

@@ -76,10 +76,61 @@ pub fn step_progress(
     }
 }
 
+/// The interim progress a still-running `execute_<kind>_step` publishes in its
+/// `command_result` (`{"progress": {...}}`: bytes done, total, rate, ETA of an image
+/// write), when the last command is such a step. Ironic's agent publishes nothing while
+/// running; Ferric's does.
+pub fn running_step_progress(kind: StepKind, commands: &[CommandResult]) -> Option<Value> {
+    let last = commands.last()?;
+    if last.command_name != kind.execute_command() || last.command_status != CommandStatus::Running
+    {
+        return None;
+    }
+    last.command_result.as_ref()?.get("progress").filter(|p| p.is_object()).cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn running_progress_is_read_from_the_last_running_step_only() {
+        let progress = json!({"phase": "downloading", "bytes_done": 10, "bytes_total": 100});
+        let running =
+            cmd("execute_deploy_step", "RUNNING", Value::Null, json!({"progress": progress}));
+        let table: Vec<(Vec<CommandResult>, Option<Value>)> = vec![
+            (vec![], None),
+            (vec![running.clone()], Some(progress.clone())),
+            (
+                vec![cmd("get_deploy_steps", "SUCCEEDED", Value::Null, json!({})), running.clone()],
+                Some(progress.clone()),
+            ),
+            // A running step that publishes nothing (IPA) or something else.
+            (vec![cmd("execute_deploy_step", "RUNNING", Value::Null, Value::Null)], None),
+            (
+                vec![cmd("execute_deploy_step", "RUNNING", Value::Null, json!({"progress": 5}))],
+                None,
+            ),
+            // Finished, or not the last command, or another kind of step.
+            (
+                vec![cmd("execute_deploy_step", "SUCCEEDED", Value::Null, json!({"progress": {}}))],
+                None,
+            ),
+            (vec![running.clone(), cmd("sync", "SUCCEEDED", Value::Null, Value::Null)], None),
+            (
+                vec![cmd("execute_clean_step", "RUNNING", Value::Null, json!({"progress": {}}))],
+                None,
+            ),
+        ];
+        for (commands, expected) in table {
+            assert_eq!(
+                running_step_progress(StepKind::Deploy, &commands),
+                expected,
+                "{commands:?}"
+            );
+        }
+    }
 
     fn cmd(name: &str, status: &str, error: Value, result: Value) -> CommandResult {
         serde_json::from_value(json!({"id": "x", "command_name": name,

@@ -431,8 +431,23 @@ async fn node_show(ctx: &mut Ctx<'_, '_>, args: NodeShow) -> Result<(), CliError
         url.query_pairs_mut().append_pair("fields", &args.fields.join(","));
         minimum = FIELDS_VERSION;
     }
-    let node = ctx.api.json(Method::GET, url, None, need(minimum)).await?;
+    let mut node = ctx.api.json(Method::GET, url, None, need(minimum)).await?;
+    if ctx.format == Format::Table {
+        add_deploy_progress_row(&mut node);
+    }
     ctx.print_object(&node)
+}
+
+/// For the table view: the image write's progress in words, as a `deploy_progress` row,
+/// when the conductor holds one. The JSON view stays the API's object.
+pub fn add_deploy_progress_row(node: &mut Value) {
+    let text = node
+        .get("driver_internal_info")
+        .and_then(wait::ImageProgress::from_driver_internal_info)
+        .map(|p| wait::image_progress_text(&p));
+    if let (Some(text), Some(map)) = (text, node.as_object_mut()) {
+        map.insert("deploy_progress".into(), Value::String(text));
+    }
 }
 
 /// The JSON patch of `node set`.
@@ -590,12 +605,23 @@ async fn read_states(ctx: &Ctx<'_, '_>, node: &str) -> Result<NodeStates, CliErr
     })
 }
 
-async fn last_heartbeat(ctx: &Ctx<'_, '_>, node: &str) -> Option<Duration> {
-    let mut url = ctx.url(&["v1", "nodes", node]).ok()?;
+/// The age of the agent's last heartbeat and the image write's progress, from
+/// `driver_internal_info`.
+async fn agent_facts(
+    ctx: &Ctx<'_, '_>,
+    node: &str,
+) -> (Option<Duration>, Option<wait::ImageProgress>) {
+    let Ok(mut url) = ctx.url(&["v1", "nodes", node]) else { return (None, None) };
     url.query_pairs_mut().append_pair("fields", "driver_internal_info");
-    let reply = ctx.api.json(Method::GET, url, None, need(FIELDS_VERSION)).await.ok()?;
-    let at = reply.get("driver_internal_info")?.get("agent_last_heartbeat")?.as_str()?;
-    wait::heartbeat_age(at, OffsetDateTime::now_utc())
+    let Ok(reply) = ctx.api.json(Method::GET, url, None, need(FIELDS_VERSION)).await else {
+        return (None, None);
+    };
+    let Some(info) = reply.get("driver_internal_info") else { return (None, None) };
+    let heartbeat = info
+        .get("agent_last_heartbeat")
+        .and_then(Value::as_str)
+        .and_then(|at| wait::heartbeat_age(at, OffsetDateTime::now_utc()));
+    (heartbeat, wait::ImageProgress::from_driver_internal_info(info))
 }
 
 async fn provision(
@@ -629,8 +655,13 @@ async fn wait_loop(ctx: &mut Ctx<'_, '_>, node: &str, mut waiter: Waiter) -> Res
         let states = read_states(ctx, node).await?;
         let elapsed = started.elapsed();
         let outcome = waiter.observe(elapsed, &states);
-        let heartbeat = last_heartbeat(ctx, node).await;
-        let line = wait::progress_line(node, &states, elapsed, heartbeat);
+        let (heartbeat, image) = agent_facts(ctx, node).await;
+        let mut line = wait::progress_line(node, &states, elapsed, heartbeat);
+        // Only while the image is being written: the conductor keeps the last report.
+        let writing = states.provision_state.as_deref() == Some("wait call-back");
+        if let (Some(image), true, None) = (image, writing, &outcome) {
+            line.push_str(&format!(", {}", wait::image_progress_text(&image)));
+        }
         let due = live
             || outcome.is_some()
             || last_printed.is_none_or(|at| at.elapsed() >= Duration::from_secs(10));

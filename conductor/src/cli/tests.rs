@@ -500,3 +500,22 @@ mod requests {
         assert_eq!(silent.to_string(), "node n1 ended in enroll (no last_error recorded)");
     }
 }
+
+#[test]
+fn node_show_table_adds_the_image_progress_in_words() {
+    use serde_json::json;
+    let mut node = json!({"uuid": "u", "driver_internal_info": {"deploy_step_progress": {
+        "phase": "downloading", "bytes_done": 1048576, "bytes_total": 4194304,
+        "rate_bytes_per_second": 1048576.0, "eta_seconds": 3.0}}});
+    commands::add_deploy_progress_row(&mut node);
+    assert_eq!(
+        node["deploy_progress"],
+        "writing image (downloading): 1.0 MiB of 4.0 MiB (25%), 1.0 MiB/s, ETA 3s"
+    );
+    let rendered = table::show_table(&node).render();
+    assert!(rendered.contains("| deploy_progress "), "{rendered}");
+
+    let mut idle = json!({"uuid": "u", "driver_internal_info": {}});
+    commands::add_deploy_progress_row(&mut idle);
+    assert_eq!(idle, json!({"uuid": "u", "driver_internal_info": {}}));
+}

@@ -174,6 +174,65 @@ pub fn progress_line(
     format!("{node}: {state} -> {target}, {} elapsed, {beat}", format_duration(elapsed))
 }
 
+/// An image write's progress as the conductor keeps it
+/// (`driver_internal_info.deploy_step_progress`, published by the agent while its
+/// `write_image` step runs).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ImageProgress {
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub bytes_done: u64,
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+    #[serde(default)]
+    pub rate_bytes_per_second: Option<f64>,
+    #[serde(default)]
+    pub eta_seconds: Option<f64>,
+}
+
+impl ImageProgress {
+    /// Reads it from a node's `driver_internal_info`; `None` when absent or malformed.
+    pub fn from_driver_internal_info(info: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(info.get("deploy_step_progress")?.clone()).ok()
+    }
+}
+
+/// `1.5 GiB`, `512.0 MiB`, `100 B`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `writing image (downloading): 512.0 MiB of 2.0 GiB (25%), 100.0 MiB/s, ETA 15s`.
+pub fn image_progress_text(p: &ImageProgress) -> String {
+    let phase = p.phase.as_deref().map(|ph| format!(" ({ph})")).unwrap_or_default();
+    let mut text = format!("writing image{phase}: {}", format_bytes(p.bytes_done));
+    if let Some(total) = p.bytes_total {
+        text.push_str(&format!(" of {}", format_bytes(total)));
+        if total > 0 {
+            let percent = (p.bytes_done.min(total) as f64 * 100.0 / total as f64).floor();
+            text.push_str(&format!(" ({percent:.0}%)"));
+        }
+    }
+    if let Some(rate) = p.rate_bytes_per_second.filter(|r| r.is_finite() && *r > 0.0) {
+        text.push_str(&format!(", {}/s", format_bytes(rate as u64)));
+    }
+    if let Some(eta) = p.eta_seconds.filter(|e| e.is_finite() && *e >= 0.0) {
+        text.push_str(&format!(", ETA {}", format_duration(Duration::from_secs_f64(eta.round()))));
+    }
+    text
+}
+
 /// What to write for one progress report: on a terminal the line is redrawn in place
 /// (carriage return, erase line) and ended only when the wait is over; elsewhere every
 /// report is a line of its own.
@@ -202,6 +261,41 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    #[test]
+    fn image_progress_lines() {
+        let table = [
+            (
+                serde_json::json!({"deploy_step_progress": {
+                    "phase": "downloading", "bytes_done": 536870912u64,
+                    "bytes_total": 2147483648u64, "elapsed_seconds": 5.0,
+                    "rate_bytes_per_second": 104857600.0, "eta_seconds": 15.4}}),
+                Some(
+                    "writing image (downloading): 512.0 MiB of 2.0 GiB (25%), 100.0 MiB/s, ETA 15s",
+                ),
+            ),
+            (
+                serde_json::json!({"deploy_step_progress": {"bytes_done": 100,
+                    "bytes_total": null, "rate_bytes_per_second": 0.0, "eta_seconds": null}}),
+                Some("writing image: 100 B"),
+            ),
+            (
+                serde_json::json!({"deploy_step_progress": {"phase": "finishing",
+                    "bytes_done": 3221225472u64, "bytes_total": 3221225472u64,
+                    "eta_seconds": 0.0}}),
+                Some("writing image (finishing): 3.0 GiB of 3.0 GiB (100%), ETA 0s"),
+            ),
+            (serde_json::json!({"deploy_step_progress": "garbage"}), None),
+            (serde_json::json!({"agent_url": "http://a"}), None),
+        ];
+        for (info, expected) in table {
+            let text =
+                ImageProgress::from_driver_internal_info(&info).map(|p| image_progress_text(&p));
+            assert_eq!(text.as_deref(), expected, "{info}");
+        }
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
     }
 
     struct Case {

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::reboot::{reboot_requested, DEPLOYMENT_REBOOT};
 use super::worker::{agent_failure_message, Orchestrator, TaskError, AGENT_BOOT_KEYS};
 use crate::agent_client::{
-    build_image_info, step_progress, write_image_step, AgentClient, StepProgress,
+    build_image_info, running_step_progress, step_progress, write_image_step, AgentClient,
+    StepProgress,
 };
 use crate::bmc::{self, BootDevice, PowerAction};
 use crate::images;
@@ -26,6 +27,10 @@ use crate::store::{JsonMap, LastError, Node, Transition, UpdateError};
 
 /// Where the root partition UUID (or the disk identifier) of the deployed image is kept.
 pub const ROOT_UUID_KEY: &str = "root_uuid_or_disk_id";
+
+/// Where the running deploy step's last reported progress is kept (bytes written, total,
+/// rate, ETA), as the agent published it.
+pub const DEPLOY_STEP_PROGRESS_KEY: &str = "deploy_step_progress";
 
 /// The `image_url` for an `image_source` that is a plain file name, which means a file
 /// of the conductor's image directory, served by the conductor itself. `None` when the
@@ -111,13 +116,8 @@ impl Orchestrator {
                 Err(UpdateError::Rejected(never)) => match never {},
             }
         }
-        self.store
-            .update_driver_internal_info(
-                node.uuid,
-                JsonMap::new(),
-                &[ROOT_UUID_KEY, DEPLOYMENT_REBOOT],
-            )
-            .await?;
+        let stale = [ROOT_UUID_KEY, DEPLOYMENT_REBOOT, DEPLOY_STEP_PROGRESS_KEY];
+        self.store.update_driver_internal_info(node.uuid, JsonMap::new(), &stale).await?;
         self.boot_ramdisk(node).await?;
         self.apply(
             node.uuid,
@@ -156,7 +156,13 @@ impl Orchestrator {
             return Ok(());
         }
         match progress {
-            StepProgress::Running => Ok(()),
+            StepProgress::Running => {
+                if let Some(progress) = running_step_progress(StepKind::Deploy, &commands) {
+                    let set = JsonMap::from_iter([(DEPLOY_STEP_PROGRESS_KEY.to_owned(), progress)]);
+                    self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
+                }
+                Ok(())
+            }
             StepProgress::FreshlyBooted | StepProgress::VersionMismatch => {
                 self.start_write_image(&node, &agent).await
             }
@@ -270,7 +276,7 @@ impl Orchestrator {
         if let Some(root) = partitions.root_uuid {
             set.insert(ROOT_UUID_KEY.into(), Value::String(root));
         }
-        self.store.update_driver_internal_info(uuid, set, &[]).await?;
+        self.store.update_driver_internal_info(uuid, set, &[DEPLOY_STEP_PROGRESS_KEY]).await?;
         self.set_boot_device(node, BootDevice::Disk, true).await?;
         self.tear_down_agent(node, agent).await?;
         let bmc = self.bmc_for(node)?;
