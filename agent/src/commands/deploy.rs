@@ -6,7 +6,6 @@
 //! pipeline on a blocking thread, publishing its progress into the running command's
 //! `command_result` every second and into the log every few seconds.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -274,7 +273,8 @@ pub async fn prepare_image(job: &ImageJob, env: PrepareEnv<'_>) -> Result<Prepar
     {
         Ok(id) => id,
         Err(e) => {
-            tracing::warn!(device = %disk.name, error = %e, "cannot read the disk identifier");
+            let error = crate::executor::error_chain(&e);
+            tracing::warn!(device = %disk.name, %error, "cannot read the disk identifier");
             None
         }
     };
@@ -330,56 +330,19 @@ fn log_progress(s: &ProgressSnapshot) {
     );
 }
 
-// SEAM(disk): `crate::disk::uuids::disk_identifier` replaces this helper once the disk
-// module is in; it reads the same two on-disk fields.
-/// The disk identifier of a partitioned disk: the GPT disk GUID (when LBA 1, for 512- or
-/// 4096-byte sectors, holds a GPT header behind a protective MBR), else the MBR
-/// signature as `0x%08x`; `None` when the disk has no MBR boot signature at all.
-fn read_disk_identifier(path: &Path) -> std::io::Result<Option<String>> {
-    let mut file = std::fs::File::open(path)?;
-    let mut mbr = [0u8; 512];
-    file.read_exact(&mut mbr)?;
-    if mbr[510..512] != [0x55, 0xaa] {
-        return Ok(None);
-    }
-    // The first partition entry's type byte: 0xEE marks a protective MBR.
-    if mbr[446 + 4] == 0xee {
-        for sector in [512u64, 4096] {
-            let mut header = [0u8; 72];
-            file.seek(SeekFrom::Start(sector))?;
-            if file.read_exact(&mut header).is_ok() && &header[..8] == b"EFI PART" {
-                let mut guid = [0u8; 16];
-                guid.copy_from_slice(&header[56..72]);
-                return Ok(Some(format_guid(&guid)));
-            }
-        }
-    }
-    let signature = u32::from_le_bytes([mbr[440], mbr[441], mbr[442], mbr[443]]);
-    Ok(Some(format!("0x{signature:08x}")))
+/// Why the disk identifier could not be read.
+#[derive(Debug, thiserror::Error)]
+enum DiskIdError {
+    #[error("opening the disk")]
+    Open(#[source] std::io::Error),
+    #[error(transparent)]
+    Table(#[from] crate::disk::gpt::GptError),
 }
 
-/// A GUID as stored on disk (first three fields little-endian), in the usual text form.
-fn format_guid(b: &[u8; 16]) -> String {
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-\
-         {:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        b[3],
-        b[2],
-        b[1],
-        b[0],
-        b[5],
-        b[4],
-        b[7],
-        b[6],
-        b[8],
-        b[9],
-        b[10],
-        b[11],
-        b[12],
-        b[13],
-        b[14],
-        b[15]
-    )
+/// The identifier `get_partition_uuids` reports for the written disk.
+fn read_disk_identifier(path: &Path) -> Result<Option<String>, DiskIdError> {
+    let file = std::fs::File::open(path).map_err(DiskIdError::Open)?;
+    Ok(crate::disk::uuids::disk_identifier(&file)?)
 }
 
 #[cfg(test)]
@@ -494,44 +457,19 @@ mod tests {
         );
     }
 
-    fn disk_file(bytes: &[(u64, &[u8])]) -> tempfile::NamedTempFile {
+    #[test]
+    fn disk_identifier_of_the_written_disk() {
         let f = tempfile::NamedTempFile::new().unwrap();
         f.as_file().set_len(1 << 20).unwrap();
-        for (offset, data) in bytes {
-            std::os::unix::fs::FileExt::write_all_at(f.as_file(), data, *offset).unwrap();
-        }
-        f
-    }
-
-    #[test]
-    fn disk_identifiers() {
         let sig: &[u8] = &[0x55, 0xaa];
-        let mbr = disk_file(&[(440, &[0xcd, 0xab, 0x34, 0x12]), (510, sig)]);
-        assert_eq!(read_disk_identifier(mbr.path()).unwrap().as_deref(), Some("0x1234abcd"));
-
-        let guid: [u8; 16] = [
-            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
-            0xee, 0xff,
-        ];
-        let mut header = b"EFI PART".to_vec();
-        header.resize(56, 0);
-        header.extend_from_slice(&guid);
-        let protective: &[u8] = &[0xee];
-        for sector in [512u64, 4096] {
-            let gpt = disk_file(&[(446 + 4, protective), (510, sig), (sector, &header)]);
-            assert_eq!(
-                read_disk_identifier(gpt.path()).unwrap().as_deref(),
-                Some("00112233-4455-6677-8899-aabbccddeeff"),
-                "sector {sector}"
-            );
+        for (offset, data) in [(440u64, &[0xcd, 0xab, 0x34, 0x12][..]), (510, sig)] {
+            std::os::unix::fs::FileExt::write_all_at(f.as_file(), data, offset).unwrap();
         }
-        // A protective MBR without a GPT header falls back to the MBR signature.
-        let broken = disk_file(&[(446 + 4, protective), (510, sig)]);
-        assert_eq!(read_disk_identifier(broken.path()).unwrap().as_deref(), Some("0x00000000"));
-        let blank = disk_file(&[]);
+        assert_eq!(read_disk_identifier(f.path()).unwrap().as_deref(), Some("0x1234abcd"));
+        let blank = tempfile::NamedTempFile::new().unwrap();
+        blank.as_file().set_len(1 << 20).unwrap();
         assert_eq!(read_disk_identifier(blank.path()).unwrap(), None);
-        let short = tempfile::NamedTempFile::new().unwrap();
-        assert!(read_disk_identifier(short.path()).is_err());
+        assert!(read_disk_identifier(Path::new("/nonexistent/disk")).is_err());
     }
 
     #[tokio::test]
