@@ -57,7 +57,7 @@ pub enum SourceEvent {
 /// Counters a source keeps about its own recovery, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SourceStats {
-    /// Retried requests (connection errors, 5xx, stalls).
+    /// Retried requests (connection errors, 5xx, stalls, cuts).
     pub retries: u32,
     /// Streams resumed with a Range request after a cut.
     pub resumes: u32,
@@ -65,13 +65,82 @@ pub struct SourceStats {
     pub refetched_bytes: u64,
     /// Streams restarted from byte 0.
     pub restarts: u32,
+    /// Bytes already handed out as [`SourceEvent::Data`] and then withdrawn by a
+    /// [`SourceEvent::Restart`].
+    pub discarded_bytes: u64,
 }
 
-/// Why a source could not deliver.
+/// Why a source could not deliver. URLs in these errors never carry credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// A source-specific failure without a dedicated variant (file sources, test fakes).
     #[error("{0}")]
     Other(String),
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid image URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("the HTTP download worker stopped unexpectedly")]
+    WorkerStopped,
+    #[error("cannot start the HTTP download worker")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot set up TLS for image downloads")]
+    Tls(#[source] crate::tls::TlsError),
+    #[error("invalid {what} for image downloads")]
+    InvalidOption { what: &'static str },
+    #[error("invalid proxy URL {url:?}")]
+    Proxy {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// 4xx and other replies that retrying cannot fix.
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("too many redirects from {url}")]
+    TooManyRedirects { url: String },
+    #[error("certificate of {url} rejected")]
+    Certificate {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("giving up on {url} after {attempts} attempts")]
+    RetriesExhausted {
+        url: String,
+        attempts: u32,
+        #[source]
+        last: TransientFailure,
+    },
+    #[error("{url} does not serve byte ranges (HTTP 200 to a Range request)")]
+    RangeNotSupported { url: String },
+    #[error("{url} answered a Range request with Content-Range {value:?}")]
+    BadContentRange { url: String, value: String },
+    #[error("{url} changed while it was being read")]
+    ResourceChanged { url: String },
+    #[error("{url} is larger than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url} is not UTF-8 text")]
+    NotText { url: String },
+}
+
+/// A failure that is worth retrying; the last one is kept when retries run out.
+#[derive(Debug, thiserror::Error)]
+pub enum TransientFailure {
+    #[error("connection failed")]
+    Transport(#[source] reqwest::Error),
+    #[error("server error HTTP {status}")]
+    ServerError { status: u16 },
+    #[error("no data for {0:?}")]
+    Stall(std::time::Duration),
+    #[error("connection closed after {received} of {expected} bytes")]
+    Truncated { received: u64, expected: u64 },
 }
 
 /// A source of image bytes: random reads for metadata, then one sequential pass.
