@@ -112,15 +112,11 @@ pub(crate) fn is_certificate_error(err: &reqwest::Error) -> bool {
         if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
             return true;
         }
-        // io::Error hides its payload from `source()`; look inside it.
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(rustls::Error::InvalidCertificate(_)) =
-                io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return true;
-            }
-        }
-        cause = e.source();
+        // io::Error skips its own payload in `source()`; step into the payload instead.
+        cause = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner),
+            None => e.source(),
+        };
     }
     false
 }
