@@ -47,7 +47,11 @@ pub(super) struct Stream {
     pending: Vec<u8>,
     finished: bool,
     announce_restart: bool,
-    /// Consecutive failed attempts of the sequential stream without a byte received.
+    /// The furthest the stream has got, across restarts.
+    high_water: u64,
+    /// Consecutive failed attempts of the sequential stream that did not get past
+    /// `high_water`: re-receiving bytes after a restart is not progress, so a server that
+    /// ignores Range and always cuts at the same point cannot loop forever.
     failures: u32,
     stats: SourceStats,
 }
@@ -76,6 +80,7 @@ impl Stream {
             pending: Vec::new(),
             finished: false,
             announce_restart: false,
+            high_water: 0,
             failures: 0,
             stats: SourceStats::default(),
         };
@@ -158,7 +163,10 @@ impl Stream {
                 if !bytes.is_empty() {
                     self.pending.extend_from_slice(&bytes);
                     self.received += bytes.len() as u64;
-                    self.failures = 0;
+                    if self.received > self.high_water {
+                        self.high_water = self.received;
+                        self.failures = 0;
+                    }
                 }
                 Ok(())
             }

@@ -216,6 +216,29 @@ fn a_server_ignoring_range_restarts_the_stream() {
 }
 
 #[test]
+fn restarts_that_never_get_further_use_up_the_retries() {
+    let server =
+        serve(ServerBuilder::new().ignore_range().cut_after(100_000, 100), &image(LEN, 18));
+    let mut source = open(&server, &HttpOptions { retries: 2, ..opts() });
+    let err = loop {
+        match source.next_event() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("every reply is cut"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            SourceError::RetriesExhausted { attempts: 3, last: TransientFailure::Transport(_), .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(source.stats().restarts, 2);
+}
+
+#[test]
 fn a_changed_image_restarts_the_stream() {
     let data = image(LEN, 8);
     let newer = image(LEN + 5, 9);
