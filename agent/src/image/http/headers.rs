@@ -33,7 +33,7 @@ impl ContentRange {
 
     /// How many bytes the range covers.
     pub fn len(&self) -> u64 {
-        self.last - self.first + 1
+        (self.last - self.first).saturating_add(1)
     }
 }
 
@@ -116,6 +116,8 @@ mod tests {
             assert_eq!(ContentRange::parse(value), *want, "{value:?}");
         }
         assert_eq!(ContentRange::parse("bytes 10-19/100").unwrap().len(), 10);
+        let whole = ContentRange::parse("bytes 0-18446744073709551615/*").unwrap();
+        assert_eq!(whole.len(), u64::MAX);
     }
 
     #[test]

@@ -290,6 +290,23 @@ fn read_range_survives_a_cut() {
 }
 
 #[test]
+fn files_served_from_disk_stream_and_read_in_ranges() {
+    let data = image(LEN, 19);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.raw");
+    std::fs::write(&path, &data).unwrap();
+    let server = ServerBuilder::new()
+        .file_from_disk("/image.raw", &path)
+        .cut_after(123_457, 1)
+        .start()
+        .unwrap();
+    let mut source = open(&server, &opts());
+    assert!(source.read_range(299_000, 5000).unwrap() == data[299_000..]);
+    assert!(drain(&mut source).0 == data);
+    assert_eq!(source.stats().resumes, 1);
+}
+
+#[test]
 fn read_range_needs_a_server_that_does_ranges() {
     let server = serve(ServerBuilder::new().ignore_range(), &image(LEN, 12));
     let mut source = open(&server, &opts());
