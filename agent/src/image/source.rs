@@ -19,7 +19,10 @@ pub struct HttpOptions {
     pub basic_auth: Option<(String, String)>,
     pub proxies: Proxies,
     pub no_proxy: Option<String>,
-    /// Retries after connection errors, 5xx and stalls (`ipa-image-download-connection-retries`).
+    /// Retries after connection errors, 5xx, cuts and stalls
+    /// (`ipa-image-download-connection-retries`); counted per run of failures without
+    /// progress, so a long download survives more cuts than this as long as each attempt
+    /// gets further.
     pub retries: u32,
     /// Pause between retries (`ipa-image-download-connection-retry-interval`).
     pub retry_interval: Duration,

@@ -307,6 +307,24 @@ fn files_served_from_disk_stream_and_read_in_ranges() {
 }
 
 #[test]
+fn an_image_of_unknown_length_is_streamed_and_resumed() {
+    let data = image(LEN, 20);
+    let server = serve(ServerBuilder::new().without_length().cut_after(100_000, 1), &data);
+    let mut source = open(&server, &opts());
+    assert_eq!(source.size(), None);
+    assert!(drain(&mut source).0 == data);
+    assert_eq!(source.stats().resumes, 1);
+    // The resume's Content-Range told the length.
+    assert_eq!(source.size(), Some(LEN as u64));
+    assert_eq!(server.requests()[1].range.as_deref(), Some("bytes=100000-"));
+
+    let server = serve(ServerBuilder::new().without_length(), &data);
+    let mut source = open(&server, &opts());
+    assert!(drain(&mut source).0 == data);
+    assert_eq!(source.size(), Some(LEN as u64), "known once the stream ended");
+}
+
+#[test]
 fn read_range_needs_a_server_that_does_ranges() {
     let server = serve(ServerBuilder::new().ignore_range(), &image(LEN, 12));
     let mut source = open(&server, &opts());
