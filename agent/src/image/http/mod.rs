@@ -169,23 +169,33 @@ impl Drop for HttpSource {
 /// Downloads a small text document (a checksum file) with the same TLS, authentication,
 /// proxy and retry rules as images; more than `max_bytes` is an error.
 pub fn fetch_text(url: &str, opts: &HttpOptions, max_bytes: u64) -> Result<String, SourceError> {
+    let bytes = fetch_bytes(url, opts, max_bytes)?;
+    String::from_utf8(bytes).map_err(|_| SourceError::NotText { url: shown(url) })
+}
+
+/// Downloads a small document (a config drive) whole, like [`fetch_text`].
+pub fn fetch_bytes(url: &str, opts: &HttpOptions, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
     let mut source = HttpSource::open_with_chunk_size(url, opts, 64 * 1024)?;
-    let shown = client::parse_url(url).map(|u| client::redact(&u)).unwrap_or_default();
-    let too_large = || SourceError::TooLarge { url: shown.clone(), limit: max_bytes };
+    let too_large = || SourceError::TooLarge { url: shown(url), limit: max_bytes };
     if source.size().is_some_and(|size| size > max_bytes) {
         return Err(too_large());
     }
-    let mut text = Vec::new();
+    let mut body = Vec::new();
     while let Some(event) = source.next_event()? {
         match event {
             SourceEvent::Data(bytes) => {
-                if text.len() as u64 + bytes.len() as u64 > max_bytes {
+                if body.len() as u64 + bytes.len() as u64 > max_bytes {
                     return Err(too_large());
                 }
-                text.extend_from_slice(&bytes);
+                body.extend_from_slice(&bytes);
             }
-            SourceEvent::Restart => text.clear(),
+            SourceEvent::Restart => body.clear(),
         }
     }
-    String::from_utf8(text).map_err(|_| SourceError::NotText { url: shown.clone() })
+    Ok(body)
+}
+
+/// `url` as errors show it (it parsed when the source opened).
+fn shown(url: &str) -> String {
+    client::parse_url(url).map(|u| client::redact(&u)).unwrap_or_default()
 }

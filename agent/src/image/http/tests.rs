@@ -467,6 +467,12 @@ fn fetch_text_is_bounded_and_text() {
     assert_eq!(fetch_text(&server.url("/SHA256SUMS"), &opts(), 1024).unwrap(), sums);
     let err = fetch_text(&server.url("/big"), &opts(), 4096).unwrap_err();
     assert!(matches!(err, SourceError::TooLarge { limit: 4096, .. }), "{err:?}");
+    // Without a Content-Length the limit is enforced while reading.
+    let unsized_big = serve(ServerBuilder::new().without_length(), &[b'a'; 200_000]);
+    let err = fetch_bytes(&unsized_big.url("/image.raw"), &opts(), 100_000).unwrap_err();
+    assert!(matches!(err, SourceError::TooLarge { limit: 100_000, .. }), "{err:?}");
+    assert!(unsized_big.requests()[0].body_bytes > 0, "the limit was hit while streaming");
+    assert_eq!(fetch_bytes(&server.url("/binary"), &opts(), 3).unwrap(), [0xff, 0xfe, 0x00]);
     let err = fetch_text(&server.url("/binary"), &opts(), 4096).unwrap_err();
     assert!(matches!(err, SourceError::NotText { .. }), "{err:?}");
     let err = fetch_text(&server.url("/nothing"), &opts(), 4096).unwrap_err();
