@@ -2,9 +2,11 @@
 //! flaky network without starting over.
 //!
 //! - **Retries:** connection errors, 5xx replies, cut connections and stalls (no byte for
-//!   `stall_timeout`) are retried up to `retries` times, `retry_interval` apart. The count
-//!   is of consecutive failures: any received byte resets it, so a long download on a
-//!   network that drops now and then completes, while a dead server still fails after
+//!   `stall_timeout`) are retried up to `retries` times, `retry_interval` apart (a fixed
+//!   interval, as ironic-python-agent does). The count is of consecutive failures: an
+//!   attempt that gets further into the image than any before resets it, so a long
+//!   download on a network that drops now and then completes, while a dead server (or
+//!   one that ignores Range and always cuts at the same point) still fails after
 //!   `retries + 1` attempts. 4xx replies, rejected certificates and redirect loops are
 //!   fatal at once.
 //! - **Resume:** after a cut the stream continues with `Range: bytes=<received>-` (and
