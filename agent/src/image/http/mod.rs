@@ -72,9 +72,14 @@ impl HttpSource {
         let chunk_size = chunk_size.max(1);
         let (opened_tx, opened_rx) = mpsc::sync_channel(1);
         let (commands, mut command_rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
+        // The worker logs where the caller would: same subscriber, inside the caller's span.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let span = tracing::Span::current();
         let worker = std::thread::Builder::new()
             .name("http-source".into())
             .spawn(move || {
+                let _dispatch = tracing::dispatcher::set_default(&dispatch);
+                let _span = span.enter();
                 let runtime =
                     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,

@@ -215,6 +215,45 @@ fn a_server_ignoring_range_restarts_the_stream() {
     assert_eq!(requests[1].status, 200);
 }
 
+/// Collects what the fmt subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_restart_is_logged_in_the_callers_span() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let data = image(LEN, 21);
+    let server = serve(ServerBuilder::new().ignore_range().cut_after(100_000, 1), &data);
+    // While only one dispatcher is registered, tracing-core decides a callsite's interest
+    // from whichever thread hits it first; the stream's callsites are also hit by other
+    // tests' threads, which have no subscriber. A second live dispatcher makes it ask
+    // every registered dispatcher instead.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::callsite::rebuild_interest_cache();
+        let _span = tracing::info_span!("write_image", node = "n-1").entered();
+        let mut source = open(&server, &opts());
+        assert!(drain(&mut source).0 == data);
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let restart = text.lines().find(|l| l.contains("ignored the Range request")).expect(&text);
+    assert!(restart.contains("WARN") && restart.contains("node=\"n-1\""), "{restart}");
+    assert!(text.contains("retrying"), "{text}");
+}
+
 #[test]
 fn restarts_that_never_get_further_use_up_the_retries() {
     let server =
