@@ -486,6 +486,22 @@ fn proxies_and_no_proxy() {
     assert!(drain(&mut source).0 == data);
     assert_eq!(server.requests()[0].target, "/image.raw");
 
+    // HTTPS through the proxy's CONNECT tunnel; the TLS session is end to end.
+    let secure = serve(ServerBuilder::new().https(), &data);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, secure.cert_pem().unwrap()).unwrap();
+    let tunnel = HttpOptions {
+        ca_file: Some(ca),
+        proxies: ferric_shared::image_info::Proxies { http: None, https: Some(proxy.url("")) },
+        ..opts()
+    };
+    let mut source = open(&secure, &tunnel);
+    assert!(drain(&mut source).0 == data);
+    let connect = proxy.requests().into_iter().find(|r| r.method == "CONNECT").unwrap();
+    assert_eq!((connect.target, connect.status), (secure.addr().to_string(), 200));
+    assert_eq!(secure.requests()[0].target, "/image.raw");
+
     let bad = HttpOptions {
         proxies: ferric_shared::image_info::Proxies { http: Some("::bad".into()), https: None },
         ..opts()
