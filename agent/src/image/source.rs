@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferric_shared::image_info::Proxies;
+use ferric_shared::image_info::{ImageInfo, Proxies};
 
 /// How image (and checksum-file) downloads are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,44 @@ impl Default for HttpOptions {
             retry_interval: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+impl HttpOptions {
+    /// Adds what a node's `image_info` says about reaching the image server: the
+    /// decoded `image_request_authorization`, HTTP basic auth when
+    /// `image_server_auth_strategy` is `http_basic`, `proxies` and `no_proxy`. TLS and
+    /// retry settings stay as configured for the agent. Precedence follows
+    /// ironic-python-agent: a full Authorization value wins over basic auth from
+    /// `image_info`, which wins over basic auth already set from the agent's config.
+    pub fn with_image_info(mut self, info: &ImageInfo) -> Result<Self, SourceError> {
+        use base64::Engine as _;
+        if let Some(encoded) = info.image_request_authorization.as_deref() {
+            let bad = || SourceError::InvalidOption { what: "image_request_authorization" };
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| bad())?;
+            self.authorization = Some(String::from_utf8(decoded).map_err(|_| bad())?);
+        }
+        if info.image_server_auth_strategy.as_deref() == Some("http_basic") {
+            match (&info.image_server_user, &info.image_server_password) {
+                (Some(user), Some(password)) if !user.is_empty() => {
+                    self.basic_auth = Some((user.clone(), password.clone()));
+                }
+                _ => {
+                    return Err(SourceError::InvalidOption {
+                        what: "http_basic credentials (image_server_user, image_server_password)",
+                    })
+                }
+            }
+        }
+        if let Some(proxies) = &info.proxies {
+            self.proxies = proxies.clone();
+        }
+        if info.no_proxy.is_some() {
+            self.no_proxy = info.no_proxy.clone();
+        }
+        Ok(self)
     }
 }
 
@@ -156,4 +194,52 @@ pub trait ImageSource: Send {
     fn next_event(&mut self) -> Result<Option<SourceEvent>, SourceError>;
     /// Recovery counters so far.
     fn stats(&self) -> SourceStats;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_info_sets_auth_and_proxies() {
+        let info = ImageInfo {
+            // base64("Bearer t0k")
+            image_request_authorization: Some("QmVhcmVyIHQwaw==".into()),
+            image_server_auth_strategy: Some("http_basic".into()),
+            image_server_user: Some("u".into()),
+            image_server_password: Some("p".into()),
+            proxies: Some(Proxies { http: Some("http://proxy:3128".into()), https: None }),
+            no_proxy: Some("10.0.0.0/8".into()),
+            ..ImageInfo::default()
+        };
+        let base = HttpOptions { retries: 2, ..HttpOptions::default() };
+        let opts = base.clone().with_image_info(&info).unwrap();
+        assert_eq!(opts.authorization.as_deref(), Some("Bearer t0k"));
+        assert_eq!(opts.basic_auth, Some(("u".into(), "p".into())));
+        assert_eq!(opts.proxies.http.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(opts.no_proxy.as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(opts.retries, 2);
+
+        // Nothing in image_info: the agent's own settings stay.
+        let own = HttpOptions { basic_auth: Some(("a".into(), "b".into())), ..base.clone() };
+        assert_eq!(own.clone().with_image_info(&ImageInfo::default()).unwrap(), own);
+
+        let table = [
+            ImageInfo {
+                image_request_authorization: Some("not base64!".into()),
+                ..ImageInfo::default()
+            },
+            // base64 of invalid UTF-8
+            ImageInfo { image_request_authorization: Some("//79".into()), ..ImageInfo::default() },
+            ImageInfo {
+                image_server_auth_strategy: Some("http_basic".into()),
+                image_server_user: Some("u".into()),
+                ..ImageInfo::default()
+            },
+        ];
+        for info in table {
+            let err = base.clone().with_image_info(&info).unwrap_err();
+            assert!(matches!(err, SourceError::InvalidOption { .. }), "{info:?}: {err:?}");
+        }
+    }
 }
