@@ -5,6 +5,7 @@
 //! Each stage is its own module; [`pipeline`] connects them.
 
 pub mod extent;
+pub mod http;
 pub mod pipeline;
 pub mod progress;
 pub mod source;
