@@ -20,3 +20,4 @@ pub mod power;
 pub mod run;
 pub mod session;
 pub mod tls;
+pub mod write_image_cli;
