@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use ferric_shared::image_info::{
     image_file_name, ChecksumSelectionError, ChecksumSource, ExpectedDigest, HashAlgorithm,
+    ImageInfo,
 };
 
 use super::extent::Extent;
@@ -59,6 +60,69 @@ pub struct WriteRequest {
     /// base64(gzip(ISO 9660)) or an http(s) URL.
     pub configdrive: Option<String>,
     pub http: HttpOptions,
+}
+
+/// Why an `image_info` cannot become a [`WriteRequest`].
+#[derive(Debug, thiserror::Error)]
+pub enum ImageRequestError {
+    #[error("partition images are not supported by this agent yet")]
+    PartitionImage,
+    #[error("no usable checksum for the image")]
+    Checksum(#[from] ChecksumSelectionError),
+    #[error("image_info field 'image_request_authorization' is not base64 of a header value")]
+    Authorization,
+}
+
+impl WriteRequest {
+    /// The request for a whole-disk `image_info` written to `target`. `http` carries the
+    /// agent-wide download settings (CA, retries, timeouts); the image's own
+    /// authorization, basic-auth credentials and proxies are added to it. The step's
+    /// `configdrive` argument, when given, should replace `configdrive` afterwards.
+    pub fn from_image_info(
+        info: &ImageInfo,
+        target: PathBuf,
+        md5_allowed: bool,
+        permitted_formats: Option<Vec<String>>,
+        mut http: HttpOptions,
+    ) -> Result<WriteRequest, ImageRequestError> {
+        if !info.is_whole_disk() {
+            return Err(ImageRequestError::PartitionImage);
+        }
+        let checksum = info.checksum_source(md5_allowed)?;
+        if let Some(encoded) = info.image_request_authorization.as_deref() {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or(ImageRequestError::Authorization)?;
+            http.authorization = Some(decoded);
+        }
+        if info.image_server_auth_strategy.as_deref() == Some("http_basic") {
+            if let (Some(user), Some(password)) =
+                (&info.image_server_user, &info.image_server_password)
+            {
+                http.basic_auth = Some((user.clone(), password.clone()));
+            }
+        }
+        if let Some(proxies) = &info.proxies {
+            http.proxies = proxies.clone();
+        }
+        if info.no_proxy.is_some() {
+            http.no_proxy = info.no_proxy.clone();
+        }
+        Ok(WriteRequest {
+            urls: info.urls.clone(),
+            target,
+            checksum: Some(checksum),
+            md5_allowed,
+            format: FormatChoice::Auto,
+            declared_disk_format: info.disk_format.clone(),
+            permitted_formats,
+            configdrive: info.configdrive.clone(),
+            http,
+        })
+    }
 }
 
 /// How the stages are tuned; [`write_image`] uses the defaults.
@@ -143,6 +207,8 @@ pub enum WriteError {
     Source(#[source] SourceError),
     #[error("the image source thread stopped unexpectedly")]
     SourceStopped,
+    #[error("the image is empty")]
+    EmptyImage,
     #[error("the image ended after {received} of its {expected} bytes")]
     ShortImage { expected: u64, received: u64 },
     #[error("no digest for the image from checksum file {url}")]
@@ -246,6 +312,9 @@ fn write_source(
 
     let target_size = Target::open(&request.target).map_err(SinkError::from)?.size();
     if let Some(image_size) = decoder.image_size() {
+        if image_size == 0 {
+            return Err(WriteError::EmptyImage);
+        }
         if image_size > target_size {
             return Err(WriteError::ImageTooLarge { image_size, target_size });
         }
@@ -263,6 +332,9 @@ fn write_source(
     let (verifier, source_stats) =
         stream(source, verifier, &mut decoder, &mut sink, progress, options)?;
     let image_size = decoder.finish(&mut sink)?;
+    if image_size == 0 {
+        return Err(WriteError::EmptyImage);
+    }
     progress.set_total(image_size);
     progress.set_done(image_size);
 

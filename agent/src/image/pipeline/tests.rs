@@ -228,6 +228,16 @@ fn refusals_before_writing_leave_the_target_untouched() {
             matches!(e, WriteError::HttpNotSupported { .. })
         }),
         ("no urls", Box::new(|r, _| r.urls.clear()), |e| matches!(e, WriteError::NoUrls)),
+        (
+            "empty image",
+            Box::new(|r, rig| {
+                let path = rig.dir.path().join("empty.raw");
+                std::fs::write(&path, b"").unwrap();
+                r.urls = vec![path.display().to_string()];
+                r.checksum = None;
+            }),
+            |e| matches!(e, WriteError::EmptyImage),
+        ),
     ];
     for (name, alter, expected) in cases {
         let mut request = rig.request();
@@ -381,4 +391,64 @@ fn formats_are_detected_from_magic_numbers() {
     for (head, expected) in table {
         assert_eq!(detect_format(head), expected, "{head:?}");
     }
+}
+
+#[test]
+fn requests_from_image_info() {
+    let sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let info: ImageInfo = serde_json::from_value(serde_json::json!({
+        "id": "img",
+        "urls": ["http://h/img.qcow2"],
+        "disk_format": "qcow2",
+        "container_format": "bare",
+        "stream_raw_images": true,
+        "os_hash_algo": "sha256",
+        "os_hash_value": sha256,
+        "image_server_auth_strategy": "http_basic",
+        "image_server_user": "u",
+        "image_server_password": "p",
+        "image_request_authorization": "QmVhcmVyIHh5eg==",
+        "proxies": {"http": "http://proxy:3128"},
+        "no_proxy": "10.0.0.1",
+        "configdrive": "H4sI"
+    }))
+    .unwrap();
+    let base = HttpOptions { retries: 3, ..HttpOptions::default() };
+    let r = WriteRequest::from_image_info(&info, "/dev/sda".into(), false, None, base).unwrap();
+    assert_eq!(r.urls, ["http://h/img.qcow2"]);
+    assert_eq!(
+        r.checksum,
+        Some(ChecksumSource::Digest(ExpectedDigest {
+            algorithm: HashAlgorithm::Sha256,
+            hex: sha256.into()
+        }))
+    );
+    assert_eq!(r.declared_disk_format.as_deref(), Some("qcow2"));
+    assert_eq!(r.configdrive.as_deref(), Some("H4sI"));
+    assert_eq!(r.http.authorization.as_deref(), Some("Bearer xyz"));
+    assert_eq!(r.http.basic_auth, Some(("u".into(), "p".into())));
+    assert_eq!(r.http.proxies.http.as_deref(), Some("http://proxy:3128"));
+    assert_eq!(r.http.no_proxy.as_deref(), Some("10.0.0.1"));
+    assert_eq!(r.http.retries, 3);
+
+    let mut bad_auth = info.clone();
+    bad_auth.image_request_authorization = Some("not base64!".into());
+    let err = WriteRequest::from_image_info(&bad_auth, "/t".into(), false, None, base_http());
+    assert!(matches!(err, Err(ImageRequestError::Authorization)), "{err:?}");
+
+    let mut partition = info.clone();
+    partition.image_type = Some("partition".into());
+    let err = WriteRequest::from_image_info(&partition, "/t".into(), false, None, base_http());
+    assert!(matches!(err, Err(ImageRequestError::PartitionImage)), "{err:?}");
+
+    let mut md5 = info;
+    md5.os_hash_algo = None;
+    md5.os_hash_value = None;
+    md5.checksum = Some("d41d8cd98f00b204e9800998ecf8427e".into());
+    let err = WriteRequest::from_image_info(&md5, "/t".into(), false, None, base_http());
+    assert!(matches!(err, Err(ImageRequestError::Checksum(_))), "{err:?}");
+}
+
+fn base_http() -> HttpOptions {
+    HttpOptions::default()
 }
