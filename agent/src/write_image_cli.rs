@@ -21,8 +21,8 @@ use crate::image::source::HttpOptions;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteImageArgs {
     pub request: WriteRequest,
-    /// `O_DIRECT` forced on (`--direct`); by default only block devices use it.
-    pub direct: Option<bool>,
+    /// Aligned writes bypass the page cache (`O_DIRECT`) unless `--buffered` was given.
+    pub direct: bool,
 }
 
 /// What is wrong with the `write-image` arguments.
@@ -78,7 +78,7 @@ pub fn usage() -> String {
      --configdrive FILE-or-URL\n      config drive: base64(gzip(ISO 9660)) in a file, or a URL\n  \
      --insecure\n      do not verify the image server's TLS certificate\n  \
      --ca-file FILE\n      CA certificates (PEM) the image server's certificate must chain to\n  \
-     --direct\n      use O_DIRECT for a regular-file target too (always used for devices)\n  \
+     --buffered\n      write through the page cache instead of with O_DIRECT\n  \
      --help, -h\n      print this text\n\
      \n\
      Progress goes to stderr: a bar on a terminal, plain lines otherwise.\n"
@@ -98,7 +98,7 @@ pub fn parse_invocation<I: IntoIterator<Item = String>>(
     let mut format = FormatChoice::Auto;
     let mut configdrive = None;
     let mut http = HttpOptions::default();
-    let mut direct = None;
+    let mut direct = true;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -127,7 +127,7 @@ pub fn parse_invocation<I: IntoIterator<Item = String>>(
             "ca-file" => http.ca_file = Some(PathBuf::from(value()?)),
             "insecure" => http.insecure = true,
             "no-verify" => no_verify = true,
-            "direct" => direct = Some(true),
+            "buffered" => direct = false,
             _ => return Err(WriteImageArgsError::UnknownFlag(arg)),
         }
     }
@@ -385,6 +385,20 @@ mod tests {
         assert!(r.http.insecure);
         assert_eq!(r.http.ca_file, Some(PathBuf::from("/ca.pem")));
         assert_eq!(r.configdrive.as_deref(), Some("http://h/cd"));
+    }
+
+    #[test]
+    fn direct_io_unless_buffered() {
+        let direct = |extra: &[&str]| {
+            let mut args = vec!["--url", "/i", "--target", "/t", "--no-verify"];
+            args.extend_from_slice(extra);
+            match parse(&args).unwrap() {
+                Invocation::WriteImage(a) => a.direct,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(direct(&[]));
+        assert!(!direct(&["--buffered"]));
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl Rig {
 
 fn options() -> WriteOptions {
     WriteOptions {
-        sink: SinkOptions { direct: None, buffers: 2, buffer_size: 512 * 1024 },
+        sink: SinkOptions { direct: true, buffers: 2, buffer_size: 512 * 1024 },
         log_interval: Duration::from_millis(1),
     }
 }

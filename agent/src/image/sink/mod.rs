@@ -38,8 +38,10 @@ const MIN_ZERO_RUN: u64 = 64 * 1024;
 /// How the writer is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SinkOptions {
-    /// `O_DIRECT` for aligned writes; `None` means on for block devices, off for files.
-    pub direct: Option<bool>,
+    /// `O_DIRECT` for aligned writes: no copy through the page cache, and no cache
+    /// filling the ramdisk's memory. Where the target refuses it, writes fall back to the
+    /// page cache.
+    pub direct: bool,
     /// Buffers in flight between the caller and the writer thread.
     pub buffers: usize,
     /// Size of each buffer.
@@ -48,7 +50,7 @@ pub struct SinkOptions {
 
 impl Default for SinkOptions {
     fn default() -> Self {
-        Self { direct: None, buffers: 4, buffer_size: 4 << 20 }
+        Self { direct: true, buffers: 4, buffer_size: 4 << 20 }
     }
 }
 
@@ -128,7 +130,7 @@ impl Sink {
     pub fn open(path: &std::path::Path, options: SinkOptions) -> Result<Sink, SinkError> {
         let target = Target::open(path)?;
         wipe_table_areas(&target).map_err(SinkError::Wipe)?;
-        let direct = match options.direct.unwrap_or(target.kind == TargetKind::BlockDevice) {
+        let direct = match options.direct {
             true => match target.open_direct() {
                 Ok(file) => Some(file),
                 Err(e) => {

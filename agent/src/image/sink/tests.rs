@@ -47,7 +47,7 @@ fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
 
 fn options() -> SinkOptions {
     // Small buffers so that tests exercise buffer recycling.
-    SinkOptions { direct: None, buffers: 2, buffer_size: 256 * 1024 }
+    SinkOptions { direct: false, buffers: 2, buffer_size: 256 * 1024 }
 }
 
 #[test]
@@ -242,7 +242,7 @@ fn direct_io_requested_on_a_file_writes_the_same_bytes() {
     let mut image = pattern(0, size as usize);
     // An unaligned tail exercises the buffered fallback next to direct writes.
     image.truncate(size as usize - 1000);
-    let options = SinkOptions { direct: Some(true), ..options() };
+    let options = SinkOptions { direct: true, ..options() };
     let mut sink = Sink::open(&path, options).unwrap();
     for (i, chunk) in image.chunks(1 << 20).enumerate() {
         sink.submit(Extent::Data { offset: i as u64 * MIB, bytes: chunk }).unwrap();
