@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::source::{ImageSource, SourceError, SourceEvent, SourceStats};
 
-/// Bytes per stream event: large enough to keep syscalls cheap, small enough that the
-/// queues between threads stay a few MiB.
-pub const CHUNK: usize = 1 << 20;
+/// Bytes per stream event: large enough that syscalls and the hand-offs between threads
+/// cost little, small enough that the queues between threads stay a few MiB.
+pub const CHUNK: usize = 256 * 1024;
 
 /// Why a local path could not be used.
 #[derive(Debug, thiserror::Error)]

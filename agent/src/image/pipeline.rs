@@ -468,8 +468,9 @@ enum Item {
     HashFailed(VerifyError),
 }
 
-/// Source events in flight to the decoding thread (each about a MiB).
-const STREAM_DEPTH: usize = 4;
+/// Source events in flight to the decoding thread (each 256 KiB to a few MiB): enough
+/// to ride out a short stall of either side, few enough to bound memory.
+const STREAM_DEPTH: usize = 16;
 
 /// Runs the sequential pass: a source thread reads and feeds the hash thread, this thread
 /// decodes into the sink. Returns the verifier (to be finished) and the source's counters.

@@ -10,9 +10,9 @@ use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
-/// Chunks waiting for the hash thread; each is a source read (about a MiB), so this
-/// bounds the memory the hasher can hold back.
-const QUEUE_DEPTH: usize = 8;
+/// Chunks waiting for the hash thread; each is one source read (256 KiB to a few MiB),
+/// so this bounds the memory the hasher can hold back.
+const QUEUE_DEPTH: usize = 16;
 
 /// A running digest of one algorithm.
 #[derive(Debug, Clone)]
