@@ -146,6 +146,8 @@ pub enum Invocation {
     Help(String),
     /// `--version`: print the version and exit.
     Version,
+    /// `write-image`: write one image to a disk or file and exit.
+    WriteImage(Box<crate::write_image_cli::WriteImageArgs>),
 }
 
 /// Why the agent's configuration could not be built.
@@ -155,7 +157,7 @@ pub enum ConfigError {
     UnknownFlag(String),
     #[error("flag --{0} needs a value")]
     MissingFlagValue(String),
-    #[error("unexpected argument {0:?}: the only subcommand is `inventory`")]
+    #[error("unexpected argument {0:?}: the subcommands are `inventory` and `write-image`")]
     UnexpectedArgument(String),
     #[error("cannot read the kernel command line from {}", path.display())]
     ReadCmdline {
@@ -171,6 +173,8 @@ pub enum ConfigError {
          kernel command line or as a flag"
     )]
     NoApiUrl,
+    #[error("invalid write-image arguments")]
+    WriteImage(#[from] crate::write_image_cli::WriteImageArgsError),
 }
 
 /// One parameter whose value is malformed.
@@ -443,6 +447,7 @@ fn find_param(name: &str) -> Option<&'static Param> {
 pub fn usage() -> String {
     let mut out = String::from(
         "Usage: ferric-agent [inventory] [FLAGS]\n\
+         Or:    ferric-agent write-image --help\n\
          \n\
          Runs the deploy agent, or with `inventory` prints this machine's hardware\n\
          inventory as JSON. Parameters are read from the kernel command line\n\
@@ -475,6 +480,10 @@ pub fn usage() -> String {
 pub fn parse_invocation<I: IntoIterator<Item = String>>(
     args: I,
 ) -> Result<Invocation, ConfigError> {
+    let mut args = args.into_iter().peekable();
+    if args.next_if(|first| first == "write-image").is_some() {
+        return Ok(crate::write_image_cli::parse_invocation(args)?);
+    }
     let parsed = parse_args(args)?;
     if parsed.help {
         return Ok(Invocation::Help(usage()));

@@ -22,3 +22,4 @@ pub mod run;
 pub mod session;
 pub mod target_disk;
 pub mod tls;
+pub mod write_image_cli;

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         }
         Invocation::Inventory(config) => print_inventory(&config),
         Invocation::Run(config) => run(config),
+        Invocation::WriteImage(args) => write_image(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,5 +77,14 @@ fn print_inventory(config: &AgentConfig) -> anyhow::Result<()> {
     let inventory = inventory::collect(&sources).context("collecting the inventory")?;
     let json = serde_json::to_string_pretty(&inventory).context("encoding the inventory")?;
     println!("{json}");
+    Ok(())
+}
+
+fn write_image(args: &ferric_agent::write_image_cli::WriteImageArgs) -> anyhow::Result<()> {
+    // Progress has its own display on stderr; the log only adds warnings and errors.
+    let filter = EnvFilter::try_from_env("FERRIC_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let report = ferric_agent::write_image_cli::run(args)?;
+    println!("{}", ferric_agent::write_image_cli::summary(&report, &args.request.target));
     Ok(())
 }

@@ -133,7 +133,7 @@ pub enum DeployError {
         image_id: String,
         device: String,
         #[source]
-        source: WriteError,
+        source: Box<WriteError>,
     },
     #[error("a blocking task of the image write ended abnormally")]
     Task(#[source] tokio::task::JoinError),
@@ -255,9 +255,11 @@ pub async fn prepare_image(job: &ImageJob, env: PrepareEnv<'_>) -> Result<Prepar
     let write = move |progress: &Progress| pipeline::write_image(&request, progress);
     let report = run_write(write, env.live).await.map_err(|e| match e {
         RunError::Task(e) => DeployError::Task(e),
-        RunError::Write(source) => {
-            DeployError::Write { image_id: info.id.clone(), device: disk.name.clone(), source }
-        }
+        RunError::Write(source) => DeployError::Write {
+            image_id: info.id.clone(),
+            device: disk.name.clone(),
+            source: Box::new(source),
+        },
     })?;
     tracing::info!(
         image = %info.id,
@@ -522,7 +524,16 @@ mod tests {
                 if v["progress"]["bytes_done"] == 50 {
                     assert_eq!(v["progress"]["phase"], "downloading");
                     assert_eq!(v["progress"]["bytes_total"], 100);
-                    return Ok(WriteReport { bytes_written: 100, image_size: 100 });
+                    return Ok(WriteReport {
+                        bytes_written: 100,
+                        image_size: 100,
+                        bytes_zeroed: 0,
+                        target_size: 100,
+                        format: crate::image::pipeline::ImageFormat::Raw,
+                        url: "file:///image".into(),
+                        verified: None,
+                        source_stats: Default::default(),
+                    });
                 }
             }
         };

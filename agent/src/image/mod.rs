@@ -5,7 +5,10 @@
 //! Each stage is its own module; [`pipeline`] connects them.
 
 pub mod extent;
+pub mod file_source;
 pub mod http;
 pub mod pipeline;
 pub mod progress;
+pub mod sink;
 pub mod source;
+pub mod verify;

@@ -1,11 +1,33 @@
 //! Connects source, decoder, verifier and writer into one pass.
+//!
+//! ```text
+//!  source thread ──bytes──▶ hash thread (digest of the image as downloaded)
+//!        │
+//!        └──bytes──▶ this thread: decode → zero detection → aligned buffers
+//!                                   └──▶ writer thread ──▶ target
+//! ```
+//!
+//! Every queue is bounded, so memory stays a few dozen MiB whatever the image size. The
+//! target is not touched until the source is open, the expected digest known and the
+//! format accepted; from then on the sink guarantees that a failure leaves the
+//! partition-table areas wiped, and the first MiB is written only once the digest matched.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use ferric_shared::image_info::ChecksumSource;
+use ferric_shared::image_info::{
+    image_file_name, ChecksumSelectionError, ChecksumSource, ExpectedDigest, HashAlgorithm,
+    ImageInfo,
+};
 
+use super::extent::Extent;
+use super::file_source::{self, FileSource, FileSourceError};
 use super::progress::Progress;
-use super::source::HttpOptions;
+use super::sink::{Sink, SinkError, SinkOptions, Target};
+use super::source::{HttpOptions, ImageSource, SourceError, SourceEvent, SourceStats};
+use super::verify::{Verified, Verifier, VerifyError};
 
 /// The image format asked for; `Auto` detects it from the content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,11 +62,177 @@ pub struct WriteRequest {
     pub http: HttpOptions,
 }
 
+/// Why an `image_info` cannot become a [`WriteRequest`].
+#[derive(Debug, thiserror::Error)]
+pub enum ImageRequestError {
+    #[error("partition images are not supported by this agent yet")]
+    PartitionImage,
+    #[error("no usable checksum for the image")]
+    Checksum(#[from] ChecksumSelectionError),
+    #[error("image_info field 'image_request_authorization' is not base64 of a header value")]
+    Authorization,
+}
+
+impl WriteRequest {
+    /// The request for a whole-disk `image_info` written to `target`. `http` carries the
+    /// agent-wide download settings (CA, retries, timeouts); the image's own
+    /// authorization, basic-auth credentials and proxies are added to it. The step's
+    /// `configdrive` argument, when given, should replace `configdrive` afterwards.
+    pub fn from_image_info(
+        info: &ImageInfo,
+        target: PathBuf,
+        md5_allowed: bool,
+        permitted_formats: Option<Vec<String>>,
+        mut http: HttpOptions,
+    ) -> Result<WriteRequest, ImageRequestError> {
+        if !info.is_whole_disk() {
+            return Err(ImageRequestError::PartitionImage);
+        }
+        let checksum = info.checksum_source(md5_allowed)?;
+        if let Some(encoded) = info.image_request_authorization.as_deref() {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or(ImageRequestError::Authorization)?;
+            http.authorization = Some(decoded);
+        }
+        if info.image_server_auth_strategy.as_deref() == Some("http_basic") {
+            if let (Some(user), Some(password)) =
+                (&info.image_server_user, &info.image_server_password)
+            {
+                http.basic_auth = Some((user.clone(), password.clone()));
+            }
+        }
+        if let Some(proxies) = &info.proxies {
+            http.proxies = proxies.clone();
+        }
+        if info.no_proxy.is_some() {
+            http.no_proxy = info.no_proxy.clone();
+        }
+        Ok(WriteRequest {
+            urls: info.urls.clone(),
+            target,
+            checksum: Some(checksum),
+            md5_allowed,
+            format: FormatChoice::Auto,
+            declared_disk_format: info.disk_format.clone(),
+            permitted_formats,
+            configdrive: info.configdrive.clone(),
+            http,
+        })
+    }
+}
+
+/// How the stages are tuned; [`write_image`] uses the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub sink: SinkOptions,
+    /// How often a progress line is logged.
+    pub log_interval: Duration,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self { sink: SinkOptions::default(), log_interval: Duration::from_secs(5) }
+    }
+}
+
+/// An image format recognised from the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+impl ImageFormat {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Gzip => "gzip",
+            ImageFormat::Xz => "xz",
+            ImageFormat::Zstd => "zstd",
+        }
+    }
+
+    /// The disk format of what is written: compressed streams carry raw disks.
+    pub const fn disk_format(self) -> &'static str {
+        match self {
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Raw | ImageFormat::Gzip | ImageFormat::Xz | ImageFormat::Zstd => "raw",
+        }
+    }
+
+    fn from_choice(choice: FormatChoice) -> Option<ImageFormat> {
+        match choice {
+            FormatChoice::Auto => None,
+            FormatChoice::Raw => Some(ImageFormat::Raw),
+            FormatChoice::Qcow2 => Some(ImageFormat::Qcow2),
+            FormatChoice::Gzip => Some(ImageFormat::Gzip),
+            FormatChoice::Xz => Some(ImageFormat::Xz),
+            FormatChoice::Zstd => Some(ImageFormat::Zstd),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why an image was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("write_image is not supported by this agent yet")]
     NotSupported,
+    #[error("no image URL was given")]
+    NoUrls,
+    #[error("http(s) image sources are not supported by this agent yet ({url})")]
+    HttpNotSupported { url: String },
+    #[error("cannot open image source {url}")]
+    OpenSource {
+        url: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("cannot read local file")]
+    LocalFile(#[from] FileSourceError),
+    #[error("reading the image failed")]
+    Source(#[source] SourceError),
+    #[error("the image source thread stopped unexpectedly")]
+    SourceStopped,
+    #[error("the image is empty")]
+    EmptyImage,
+    #[error("the image ended after {received} of its {expected} bytes")]
+    ShortImage { expected: u64, received: u64 },
+    #[error("no digest for the image from checksum file {url}")]
+    ChecksumFile {
+        url: String,
+        #[source]
+        source: ChecksumSelectionError,
+    },
+    #[error("the image's checksum is an MD5 digest, which is not allowed")]
+    Md5NotAllowed,
+    #[error("image format {0} is not supported by this agent yet")]
+    FormatNotSupported(ImageFormat),
+    #[error("the image is {detected} but its declared disk_format is {declared:?}")]
+    DeclaredFormatMismatch { declared: String, detected: ImageFormat },
+    #[error("image disk format {format:?} is not in permitted_image_formats")]
+    FormatNotPermitted { format: String },
+    #[error("the image ({image_size} bytes) does not fit on the target ({target_size} bytes)")]
+    ImageTooLarge { image_size: u64, target_size: u64 },
+    #[error("config drives are not supported by this agent yet")]
+    ConfigDriveNotSupported,
+    #[error("writing the image to the target failed")]
+    Sink(#[from] SinkError),
+    #[error("the image failed verification")]
+    Verify(#[from] VerifyError),
 }
 
 /// What a successful run did.
@@ -54,13 +242,420 @@ pub struct WriteReport {
     pub bytes_written: u64,
     /// The size of the decoded image.
     pub image_size: u64,
+    /// Bytes made zero without being written (holes, zeroing calls).
+    pub bytes_zeroed: u64,
+    pub target_size: u64,
+    pub format: ImageFormat,
+    /// The URL the image came from.
+    pub url: String,
+    /// The digest that matched; `None` for an explicitly unverified run.
+    pub verified: Option<Verified>,
+    pub source_stats: SourceStats,
 }
 
 /// Writes the image, reporting into `progress`. Blocking: call it from a thread that may
 /// block.
-pub fn write_image(
-    _request: &WriteRequest,
-    _progress: &Progress,
-) -> Result<WriteReport, WriteError> {
-    Err(WriteError::NotSupported)
+pub fn write_image(request: &WriteRequest, progress: &Progress) -> Result<WriteReport, WriteError> {
+    write_image_with(request, progress, &WriteOptions::default())
 }
+
+/// [`write_image`] with explicit tuning.
+pub fn write_image_with(
+    request: &WriteRequest,
+    progress: &Progress,
+    options: &WriteOptions,
+) -> Result<WriteReport, WriteError> {
+    let result = run(request, progress, options);
+    progress.set_phase(if result.is_ok() { "done" } else { "failed" });
+    result
+}
+
+fn run(
+    request: &WriteRequest,
+    progress: &Progress,
+    options: &WriteOptions,
+) -> Result<WriteReport, WriteError> {
+    progress.set_phase("preparing");
+    let first_url = request.urls.first().ok_or(WriteError::NoUrls)?;
+    let expected = expected_digest(request, first_url)?;
+    let configdrive = match &request.configdrive {
+        Some(value) => Some(hooks::prepare_configdrive(value, &request.http)?),
+        None => None,
+    };
+    let (url, source) = open_first_source(request)?;
+    write_source(request, url, source, expected, configdrive, progress, options)
+}
+
+/// The part of a run after the source is open and the expected digest known.
+fn write_source(
+    request: &WriteRequest,
+    url: String,
+    mut source: Box<dyn ImageSource>,
+    expected: Option<ExpectedDigest>,
+    configdrive: Option<hooks::ConfigDrive>,
+    progress: &Progress,
+    options: &WriteOptions,
+) -> Result<WriteReport, WriteError> {
+    let head = source.read_range(0, 512).map_err(WriteError::Source)?;
+    let detected = detect_format(&head);
+    let format = match ImageFormat::from_choice(request.format) {
+        Some(chosen) => {
+            if chosen != detected {
+                tracing::warn!(%chosen, %detected, "image format given explicitly; content looks different");
+            }
+            chosen
+        }
+        None => detected,
+    };
+    check_format(format, request)?;
+    let mut decoder = Decoder::open(format, source.as_mut())?;
+
+    let target_size = Target::open(&request.target).map_err(SinkError::from)?.size();
+    if let Some(image_size) = decoder.image_size() {
+        if image_size == 0 {
+            return Err(WriteError::EmptyImage);
+        }
+        if image_size > target_size {
+            return Err(WriteError::ImageTooLarge { image_size, target_size });
+        }
+        progress.set_total(image_size);
+    }
+    tracing::info!(%url, %format, target = %request.target.display(), target_size,
+        image_size = ?decoder.image_size(),
+        digest = ?expected.as_ref().map(|e| e.algorithm.as_str()), "writing image");
+
+    // From here on the target is being changed: the sink wipes its table areas whenever
+    // this function returns without a verified finish.
+    let mut sink = Sink::open(&request.target, options.sink)?;
+    let verifier = expected.map(Verifier::spawn).transpose()?;
+    progress.set_phase("downloading");
+    let (verifier, source_stats) =
+        stream(source, verifier, &mut decoder, &mut sink, progress, options)?;
+    let image_size = decoder.finish(&mut sink)?;
+    if image_size == 0 {
+        return Err(WriteError::EmptyImage);
+    }
+    progress.set_total(image_size);
+    progress.set_done(image_size);
+
+    progress.set_phase("verifying");
+    let verified = match verifier.map(Verifier::finish).transpose() {
+        Ok(verified) => verified,
+        Err(e) => {
+            sink.finish(false)?;
+            return Err(e.into());
+        }
+    };
+    progress.set_phase("finishing");
+    let report = sink.finish(true)?;
+    hooks::after_commit(&request.target, configdrive)?;
+    tracing::info!(%url, bytes_written = report.bytes_written, bytes_zeroed = report.bytes_zeroed,
+        image_size, ?source_stats, "image written");
+    Ok(WriteReport {
+        bytes_written: report.bytes_written,
+        image_size,
+        bytes_zeroed: report.bytes_zeroed,
+        target_size: report.target_size,
+        format,
+        url,
+        verified,
+        source_stats,
+    })
+}
+
+/// The expected digest, fetching and parsing a checksum file when that is where it is.
+fn expected_digest(
+    request: &WriteRequest,
+    first_url: &str,
+) -> Result<Option<ExpectedDigest>, WriteError> {
+    let digest = match &request.checksum {
+        None => return Ok(None),
+        Some(ChecksumSource::Digest(digest)) => digest.clone(),
+        Some(checksum @ ChecksumSource::File { url, .. }) => {
+            let text = fetch_text(url, &request.http)?;
+            checksum
+                .resolve(&text, image_file_name(first_url), request.md5_allowed)
+                .map_err(|source| WriteError::ChecksumFile { url: url.clone(), source })?
+        }
+    };
+    if digest.algorithm == HashAlgorithm::Md5 && !request.md5_allowed {
+        return Err(WriteError::Md5NotAllowed);
+    }
+    Ok(Some(digest))
+}
+
+/// A small remote or local text (a checksum file).
+fn fetch_text(url: &str, http: &HttpOptions) -> Result<String, WriteError> {
+    let bytes = fetch_bytes(url, http)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn fetch_bytes(url: &str, http: &HttpOptions) -> Result<Vec<u8>, WriteError> {
+    if file_source::is_local(url) {
+        Ok(file_source::read_local(url)?)
+    } else {
+        hooks::fetch_http(url, http)
+    }
+}
+
+/// Opens the first URL that works; the earlier failures are logged.
+fn open_first_source(request: &WriteRequest) -> Result<(String, Box<dyn ImageSource>), WriteError> {
+    let mut last = WriteError::NoUrls;
+    for url in &request.urls {
+        let opened: Result<Box<dyn ImageSource>, WriteError> = if file_source::is_local(url) {
+            FileSource::open(url).map(|s| Box::new(s) as Box<dyn ImageSource>).map_err(Into::into)
+        } else {
+            hooks::open_http(url, &request.http)
+        };
+        match opened {
+            Ok(source) => return Ok((url.clone(), source)),
+            Err(e) => {
+                tracing::warn!(%url, error = %crate::executor::error_chain(&e),
+                    "image source unusable; trying the next URL if any");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The format from the first bytes of the image (magic numbers).
+pub fn detect_format(head: &[u8]) -> ImageFormat {
+    const MAGICS: [(&[u8], ImageFormat); 4] = [
+        (b"QFI\xfb", ImageFormat::Qcow2),
+        (b"\x1f\x8b", ImageFormat::Gzip),
+        (b"\xfd7zXZ\x00", ImageFormat::Xz),
+        (b"\x28\xb5\x2f\xfd", ImageFormat::Zstd),
+    ];
+    MAGICS
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map_or(ImageFormat::Raw, |(_, format)| *format)
+}
+
+/// The declared `disk_format` must name what the content is (`raw` and `iso` are raw
+/// bytes; compressed streams carry raw disks), and that disk format must be permitted.
+fn check_format(format: ImageFormat, request: &WriteRequest) -> Result<(), WriteError> {
+    let disk_format = format.disk_format();
+    if let Some(declared) = request.declared_disk_format.as_deref().filter(|d| !d.is_empty()) {
+        let agrees = match declared {
+            "raw" | "iso" => disk_format == "raw",
+            "qcow2" => disk_format == "qcow2",
+            _ => false,
+        };
+        if !agrees {
+            return Err(WriteError::DeclaredFormatMismatch {
+                declared: declared.to_owned(),
+                detected: format,
+            });
+        }
+    }
+    if let Some(permitted) = &request.permitted_formats {
+        if !permitted.iter().any(|p| p == disk_format) {
+            return Err(WriteError::FormatNotPermitted { format: disk_format.to_owned() });
+        }
+    }
+    Ok(())
+}
+
+/// What the source thread passes on.
+#[derive(Debug)]
+enum Item {
+    Data(Arc<Vec<u8>>),
+    Restart,
+    End(SourceStats),
+    Failed(SourceError),
+    HashFailed(VerifyError),
+}
+
+/// Source events in flight to the decoding thread (each 256 KiB to a few MiB): enough
+/// to ride out a short stall of either side, few enough to bound memory.
+const STREAM_DEPTH: usize = 16;
+
+/// Runs the sequential pass: a source thread reads and feeds the hash thread, this thread
+/// decodes into the sink. Returns the verifier (to be finished) and the source's counters.
+fn stream(
+    mut source: Box<dyn ImageSource>,
+    verifier: Option<Verifier>,
+    decoder: &mut Decoder,
+    sink: &mut Sink,
+    progress: &Progress,
+    options: &WriteOptions,
+) -> Result<(Option<Verifier>, SourceStats), WriteError> {
+    let (tx, rx) = mpsc::sync_channel(STREAM_DEPTH);
+    let reader = std::thread::Builder::new()
+        .name("image-source".into())
+        .spawn(move || {
+            loop {
+                let item = match source.next_event() {
+                    Ok(Some(SourceEvent::Data(bytes))) => {
+                        let bytes = Arc::new(bytes);
+                        match verifier.as_ref().map(|v| v.update(bytes.clone())) {
+                            Some(Err(e)) => Item::HashFailed(e),
+                            _ => Item::Data(bytes),
+                        }
+                    }
+                    Ok(Some(SourceEvent::Restart)) => {
+                        match verifier.as_ref().map(Verifier::restart) {
+                            Some(Err(e)) => Item::HashFailed(e),
+                            _ => Item::Restart,
+                        }
+                    }
+                    Ok(None) => Item::End(source.stats()),
+                    Err(e) => Item::Failed(e),
+                };
+                let last = !matches!(item, Item::Data(_) | Item::Restart);
+                if tx.send(item).is_err() || last {
+                    break;
+                }
+            }
+            verifier
+        })
+        .map_err(|_| WriteError::SourceStopped)?;
+
+    let mut last_log = Instant::now();
+    let stats = loop {
+        match rx.recv() {
+            Ok(Item::Data(bytes)) => decoder.feed(&bytes, sink)?,
+            Ok(Item::Restart) => {
+                tracing::warn!(at = decoder.position(), "image source restarted from byte 0");
+                decoder.restart();
+            }
+            Ok(Item::End(stats)) => break stats,
+            Ok(Item::Failed(e)) => return Err(WriteError::Source(e)),
+            Ok(Item::HashFailed(e)) => return Err(WriteError::Verify(e)),
+            Err(_) => return Err(WriteError::SourceStopped),
+        }
+        progress.set_done(decoder.position());
+        if last_log.elapsed() >= options.log_interval {
+            last_log = Instant::now();
+            let s = progress.snapshot();
+            tracing::info!(bytes_done = s.bytes_done, bytes_total = ?s.bytes_total,
+                rate_mib_per_second = format!("{:.1}", s.rate_bytes_per_second / 1048576.0),
+                eta_seconds = ?s.eta_seconds.map(|e| e.round()), "writing image");
+        }
+    };
+    let verifier = reader.join().map_err(|_| WriteError::SourceStopped)?;
+    Ok((verifier, stats))
+}
+
+/// Turns the source's bytes into extents of the target. One arm per format; the formats
+/// without an arm are refused before anything is written.
+#[derive(Debug)]
+enum Decoder {
+    Raw(RawDecoder),
+}
+
+impl Decoder {
+    /// Chooses the decoder for `format`. Decoders that need random access (qcow2 tables)
+    /// read `source` here, before the sequential pass starts.
+    fn open(format: ImageFormat, source: &mut dyn ImageSource) -> Result<Decoder, WriteError> {
+        match format {
+            ImageFormat::Raw => Ok(Decoder::Raw(RawDecoder { size: source.size(), position: 0 })),
+            ImageFormat::Qcow2 | ImageFormat::Gzip | ImageFormat::Xz | ImageFormat::Zstd => {
+                Err(WriteError::FormatNotSupported(format))
+            }
+        }
+    }
+
+    /// The decoded image's size, when known before the pass.
+    fn image_size(&self) -> Option<u64> {
+        match self {
+            Decoder::Raw(raw) => raw.size,
+        }
+    }
+
+    /// How far into the decoded image the pass has got.
+    fn position(&self) -> u64 {
+        match self {
+            Decoder::Raw(raw) => raw.position,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8], sink: &mut Sink) -> Result<(), WriteError> {
+        match self {
+            Decoder::Raw(raw) => {
+                sink.submit(Extent::Data { offset: raw.position, bytes })?;
+                raw.position += bytes.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    /// The source started over: decode from the beginning again (writing the same bytes
+    /// to the same places is harmless).
+    fn restart(&mut self) {
+        match self {
+            Decoder::Raw(raw) => raw.position = 0,
+        }
+    }
+
+    /// Ends the pass; returns the decoded image's size.
+    fn finish(&mut self, _sink: &mut Sink) -> Result<u64, WriteError> {
+        match self {
+            Decoder::Raw(raw) => match raw.size {
+                Some(expected) if expected != raw.position => {
+                    Err(WriteError::ShortImage { expected, received: raw.position })
+                }
+                _ => Ok(raw.position),
+            },
+        }
+    }
+}
+
+/// A raw image is its own decoding: byte `n` of the stream goes to byte `n` of the target.
+#[derive(Debug)]
+struct RawDecoder {
+    size: Option<u64>,
+    position: u64,
+}
+
+/// Where the HTTP source, the config drive and the partition-table fix-ups plug in.
+mod hooks {
+    use super::*;
+
+    /// An `http(s)://` image source.
+    pub(super) fn open_http(
+        url: &str,
+        _http: &HttpOptions,
+    ) -> Result<Box<dyn ImageSource>, WriteError> {
+        Err(WriteError::HttpNotSupported { url: url.to_owned() })
+    }
+
+    /// A whole small `http(s)://` document (checksum file, config drive).
+    pub(super) fn fetch_http(url: &str, _http: &HttpOptions) -> Result<Vec<u8>, WriteError> {
+        Err(WriteError::HttpNotSupported { url: url.to_owned() })
+    }
+
+    /// The config drive, fetched (when `value` is a URL) and decoded from
+    /// base64(gzip(ISO 9660)) before the target is touched, so that a bad one fails the
+    /// write early. Decoding and the partition belong to the disk module; until it is
+    /// connected here, a config drive is refused before anything is written.
+    pub(super) fn prepare_configdrive(
+        _value: &str,
+        _http: &HttpOptions,
+    ) -> Result<ConfigDrive, WriteError> {
+        Err(WriteError::ConfigDriveNotSupported)
+    }
+
+    /// A decoded config-drive image, ready for its partition. No value exists until the
+    /// disk module provides one.
+    #[derive(Debug)]
+    pub(super) enum ConfigDrive {}
+
+    /// After the verified image is on the target: move the backup GPT to the target's
+    /// end, add the config-drive partition, have the kernel re-read the table. A raw image
+    /// needs none of these to be complete; they are the disk module's.
+    pub(super) fn after_commit(
+        _target: &Path,
+        configdrive: Option<ConfigDrive>,
+    ) -> Result<(), WriteError> {
+        match configdrive {
+            Some(drive) => match drive {},
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
