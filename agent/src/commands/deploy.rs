@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use ferric_shared::image_info::{ChecksumSelectionError, ImageInfo, ImageInfoError};
 use ferric_shared::partition_uuids::PartitionUuids;
 use serde::Deserialize;
@@ -18,9 +17,9 @@ use serde_json::{Map, Value};
 
 use super::LiveResult;
 use crate::host::HostRoot;
-use crate::image::pipeline::{self, FormatChoice, WriteError, WriteReport, WriteRequest};
+use crate::image::pipeline::{self, ImageRequestError, WriteError, WriteReport, WriteRequest};
 use crate::image::progress::{Progress, ProgressSnapshot};
-use crate::image::source::HttpOptions;
+use crate::image::source::{HttpOptions, SourceError};
 use crate::target_disk::{self, TargetDisk, TargetDiskError};
 
 /// How often a running write republishes its progress in `command_result`.
@@ -120,8 +119,8 @@ pub enum DeployError {
         #[source]
         source: ChecksumSelectionError,
     },
-    #[error("image_info field 'image_request_authorization' is not valid base64 of a header")]
-    Authorization,
+    #[error("the image's download settings are unusable")]
+    Download(#[source] SourceError),
     #[error("cannot choose the disk to write image {image_id} to")]
     TargetDisk {
         image_id: String,
@@ -180,43 +179,23 @@ pub fn write_request(
     permitted_formats: Option<Vec<String>>,
 ) -> Result<WriteRequest, DeployError> {
     let info = &job.info;
-    let checksum = info
-        .checksum_source(md5_allowed)
-        .map_err(|source| DeployError::Checksum { image_id: info.id.clone(), source })?;
-    let mut http = base.clone();
-    if let Some(encoded) = info.image_request_authorization.as_deref().filter(|a| !a.is_empty()) {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| DeployError::Authorization)?;
-        let header = String::from_utf8(raw).map_err(|_| DeployError::Authorization)?;
-        http.authorization = Some(header);
-    }
-    if info.image_server_auth_strategy.as_deref() == Some("http_basic") {
-        if let (Some(user), Some(password)) =
-            (info.image_server_user.clone(), info.image_server_password.clone())
-        {
-            http.basic_auth = Some((user, password));
-        }
-    }
-    if let Some(proxies) = &info.proxies {
-        http.proxies = proxies.clone();
-    }
-    if let Some(no_proxy) = info.no_proxy.as_deref().filter(|n| !n.is_empty()) {
-        http.no_proxy = Some(no_proxy.to_owned());
-    }
-    let configdrive =
-        job.configdrive.clone().or_else(|| info.configdrive.clone()).filter(|c| !c.is_empty());
-    Ok(WriteRequest {
-        urls: info.urls.clone(),
-        target: disk.path.clone(),
-        checksum: Some(checksum),
+    let mut request = WriteRequest::from_image_info(
+        info,
+        disk.path.clone(),
         md5_allowed,
-        format: FormatChoice::Auto,
-        declared_disk_format: info.disk_format.clone(),
         permitted_formats,
-        configdrive,
-        http,
-    })
+        base.clone(),
+    )
+    .map_err(|e| match e {
+        ImageRequestError::PartitionImage => DeployError::PartitionImage,
+        ImageRequestError::Checksum(source) => {
+            DeployError::Checksum { image_id: info.id.clone(), source }
+        }
+        ImageRequestError::Download(source) => DeployError::Download(source),
+    })?;
+    // The step's own argument wins over the copy in image_info.
+    request.configdrive = job.configdrive.clone().or(request.configdrive).filter(|c| !c.is_empty());
+    Ok(request)
 }
 
 /// Everything [`prepare_image`] needs from the agent.
@@ -350,6 +329,8 @@ fn read_disk_identifier(path: &Path) -> Result<Option<String>, DiskIdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::pipeline::FormatChoice;
+    use base64::Engine as _;
     use ferric_shared::image_info::{ChecksumSource, ExpectedDigest, HashAlgorithm, Proxies};
     use serde_json::json;
 
@@ -424,7 +405,7 @@ mod tests {
             None,
         );
         let err = write_request(&bad_auth, &disk(), &HttpOptions::default(), false, None);
-        assert!(matches!(err, Err(DeployError::Authorization)), "{err:?}");
+        assert!(matches!(err, Err(DeployError::Download(_))), "{err:?}");
 
         let md5 = "d41d8cd98f00b204e9800998ecf8427e";
         let params = ImageParams {

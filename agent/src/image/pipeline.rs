@@ -69,8 +69,8 @@ pub enum ImageRequestError {
     PartitionImage,
     #[error("no usable checksum for the image")]
     Checksum(#[from] ChecksumSelectionError),
-    #[error("image_info field 'image_request_authorization' is not base64 of a header value")]
-    Authorization,
+    #[error("the image's download settings are unusable")]
+    Download(#[from] SourceError),
 }
 
 impl WriteRequest {
@@ -83,34 +83,13 @@ impl WriteRequest {
         target: PathBuf,
         md5_allowed: bool,
         permitted_formats: Option<Vec<String>>,
-        mut http: HttpOptions,
+        http: HttpOptions,
     ) -> Result<WriteRequest, ImageRequestError> {
         if !info.is_whole_disk() {
             return Err(ImageRequestError::PartitionImage);
         }
         let checksum = info.checksum_source(md5_allowed)?;
-        if let Some(encoded) = info.image_request_authorization.as_deref() {
-            use base64::Engine as _;
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or(ImageRequestError::Authorization)?;
-            http.authorization = Some(decoded);
-        }
-        if info.image_server_auth_strategy.as_deref() == Some("http_basic") {
-            if let (Some(user), Some(password)) =
-                (&info.image_server_user, &info.image_server_password)
-            {
-                http.basic_auth = Some((user.clone(), password.clone()));
-            }
-        }
-        if let Some(proxies) = &info.proxies {
-            http.proxies = proxies.clone();
-        }
-        if info.no_proxy.is_some() {
-            http.no_proxy = info.no_proxy.clone();
-        }
+        let http = http.with_image_info(info)?;
         Ok(WriteRequest {
             urls: info.urls.clone(),
             target,

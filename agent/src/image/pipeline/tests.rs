@@ -434,7 +434,7 @@ fn requests_from_image_info() {
     let mut bad_auth = info.clone();
     bad_auth.image_request_authorization = Some("not base64!".into());
     let err = WriteRequest::from_image_info(&bad_auth, "/t".into(), false, None, base_http());
-    assert!(matches!(err, Err(ImageRequestError::Authorization)), "{err:?}");
+    assert!(matches!(err, Err(ImageRequestError::Download(_))), "{err:?}");
 
     let mut partition = info.clone();
     partition.image_type = Some("partition".into());
