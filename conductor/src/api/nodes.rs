@@ -287,7 +287,14 @@ async fn list_nodes(
         sort_key,
         descending: parse_sort_dir(params.sort_dir.as_deref())?,
     };
-    let nodes = state.store.list_nodes(&query).await?;
+    // A field selection shows only its own documents: the others need not be decoded.
+    let nodes = match &fields {
+        Some(f) => {
+            let wanted: Vec<&str> = f.names().collect();
+            state.store.list_nodes_with_columns(&query, &wanted).await?
+        }
+        None => state.store.list_nodes(&query).await?,
+    };
     let base = state.base_url(&headers);
     let next = match nodes.last() {
         Some(last) if nodes.len() == limit as usize => Some(next_link(

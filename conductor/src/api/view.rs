@@ -160,6 +160,11 @@ impl Fields {
         Fields(names.iter().map(|s| (*s).to_owned()).collect())
     }
 
+    /// The selected field names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
     /// Keeps only the selected fields of `doc`, plus `links`.
     pub fn select(&self, doc: Map<String, Value>) -> Map<String, Value> {
         doc.into_iter().filter(|(k, _)| k == "links" || self.0.iter().any(|f| f == k)).collect()
