@@ -107,7 +107,7 @@ pub fn build_iso(spec: &IsoSpec<'_>, files: &[IsoFile]) -> Result<Vec<u8>, IsoEr
         return Err(IsoError::VolumeIdTooLong { id: spec.volume_id.to_owned() });
     }
     let root = tree(files)?;
-    let mut dirs = flatten(root)?;
+    let mut dirs = flatten(root);
 
     // Primary ISO 9660 names (8.3, upper case, unique per directory) of every file.
     let mut file_primary: Vec<Vec<u8>> = vec![Vec::new(); files.len()];
@@ -300,8 +300,9 @@ fn tree(files: &[IsoFile]) -> Result<Dir, IsoError> {
 }
 
 /// The directories in path table order: breadth first, each level's children sorted by
-/// parent then name.
-fn flatten(root: Dir) -> Result<Vec<DirInfo>, IsoError> {
+/// parent, then by exact name. (ISO 9660 sorts siblings by identifier; the two orders
+/// agree for config drives, and readers that walk directories do not depend on it.)
+fn flatten(root: Dir) -> Vec<DirInfo> {
     let mut out = Vec::new();
     let mut queue: std::collections::VecDeque<(String, usize, Dir)> =
         std::collections::VecDeque::new();
@@ -328,7 +329,7 @@ fn flatten(root: Dir) -> Result<Vec<DirInfo>, IsoError> {
         }
         out.push(info);
     }
-    Ok(out)
+    out
 }
 
 /// An upper-case 8.3 (files) or 8 character (directories) identifier made of
