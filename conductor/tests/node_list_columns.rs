@@ -5,7 +5,7 @@ mod api_support;
 
 use api_support::start;
 use ferric_conductor::store::NodeQuery;
-use ferric_shared::states::Event;
+use ferric_shared::states::{Event, PowerState};
 use serde_json::{json, Map, Value};
 
 /// The detail list with only `fields` (and `links`) kept: what any field selection must
@@ -51,12 +51,25 @@ async fn field_selections_match_the_full_documents() {
         if i % 3 == 0 {
             api.force(&uuid, &[Event::Manage, Event::Done]).await;
         }
+        if i % 2 == 1 {
+            api.store
+                .update_node(&uuid, |n| {
+                    n.power_state = Some(PowerState::On);
+                    n.instance_uuid = Some(format!("00000000-0000-4000-8000-00000000000{i}"));
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .await
+                .unwrap();
+        }
         uuids.push(uuid);
     }
 
     let detail = api.get("/v1/nodes/detail").await;
     assert_eq!(detail.status, 200, "{}", detail.text);
-    assert_eq!(detail.body["nodes"].as_array().unwrap().len(), 7);
+    let all = detail.body["nodes"].as_array().unwrap();
+    assert_eq!(all.len(), 7);
+    assert!(all.iter().any(|n| n["power_state"] == "power on"), "{}", detail.text);
+    assert!(all.iter().any(|n| n["power_state"].is_null()), "{}", detail.text);
 
     let selections: &[&[&str]] = &[
         &["uuid", "name"],
@@ -64,6 +77,8 @@ async fn field_selections_match_the_full_documents() {
         &["properties", "extra", "traits", "maintenance"],
         &["driver_internal_info", "clean_step", "deploy_step", "network_data"],
         &["provision_state", "power_state", "resource_class", "links", "ports"],
+        &["power_state", "instance_uuid"],
+        &["links", "maintenance"],
     ];
     for fields in selections {
         let path = format!("/v1/nodes?fields={}", fields.join(","));

@@ -405,6 +405,38 @@ fn node_conflict(err: sqlx::Error, node: &Node) -> StoreError {
     )
 }
 
+/// The fields of Ironic's default (non-detail) node list, read by
+/// [`Store::list_node_items`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeListItem {
+    pub uuid: Uuid,
+    pub name: Option<String>,
+    pub instance_uuid: Option<String>,
+    pub maintenance: bool,
+    pub power_state: Option<PowerState>,
+    pub provision_state: ProvisionState,
+}
+
+impl NodeListItem {
+    /// The columns read, which are also the API field names.
+    pub const COLUMNS: [&'static str; 6] =
+        ["uuid", "name", "instance_uuid", "maintenance", "power_state", "provision_state"];
+
+    fn from_row(row: &SqliteRow) -> Result<NodeListItem, StoreError> {
+        let uuid_text: String = row.try_get("uuid")?;
+        let c = Cols { row, uuid: uuid_text.clone() };
+        let uuid = Uuid::parse_str(&uuid_text).map_err(|err| c.corrupt("uuid", err.to_string()))?;
+        Ok(NodeListItem {
+            uuid,
+            name: c.get("name")?,
+            instance_uuid: c.get("instance_uuid")?,
+            maintenance: c.get("maintenance")?,
+            power_state: c.opt_parse("power_state")?,
+            provision_state: c.parse("provision_state")?,
+        })
+    }
+}
+
 /// Sort keys accepted by [`Store::list_nodes`]; JSON columns are not sortable (as in
 /// Ironic).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -776,12 +808,33 @@ impl Store {
         self.list_nodes_selecting(query, Some(wanted)).await
     }
 
+    /// The [`NodeListItem`] columns of the nodes matching `query`, in its order, one
+    /// page: Ironic's default (non-detail) node list, without reading anything else.
+    pub async fn list_node_items(
+        &self,
+        query: &NodeQuery,
+    ) -> Result<Vec<NodeListItem>, StoreError> {
+        let select = NodeListItem::COLUMNS.map(|c| format!("n.{c}")).join(", ");
+        let rows = self.list_rows(query, &select).await?;
+        rows.iter().map(NodeListItem::from_row).collect()
+    }
+
     async fn list_nodes_selecting(
         &self,
         query: &NodeQuery,
         wanted: Option<&[&str]>,
     ) -> Result<Vec<Node>, StoreError> {
-        let mut sql = format!("SELECT {} FROM nodes n WHERE 1 = 1", node_select_list(wanted));
+        let rows = self.list_rows(query, &node_select_list(wanted)).await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    /// The rows of a node list: `select` on alias `n`, filtered, ordered and paged.
+    async fn list_rows(
+        &self,
+        query: &NodeQuery,
+        select: &str,
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        let mut sql = format!("SELECT {select} FROM nodes n WHERE 1 = 1");
         let mut binds = Vec::new();
         if let Some(state) = query.provision_state {
             sql.push_str(" AND n.provision_state = ?");
@@ -823,8 +876,7 @@ impl Store {
             sql.push_str(" LIMIT ?");
             binds.push(Bind::Int(i64::from(limit)));
         }
-        let rows = sqlx::query_with(&sql, args_of(binds)?).fetch_all(&self.read).await?;
-        rows.iter().map(node_from_row).collect()
+        Ok(sqlx::query_with(&sql, args_of(binds)?).fetch_all(&self.read).await?)
     }
 
     /// Writes every editable field of `node` if nobody wrote the node since it was read
