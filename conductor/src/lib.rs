@@ -7,6 +7,7 @@ pub mod bmc;
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod configdrive;
 pub mod images;
 pub mod orchestrate;
 pub mod periodic;

@@ -67,11 +67,18 @@ fn check_provision_body(req: &ProvisionRequest, version: RequestVersion) -> Resu
                  active, deploy or rebuild, not {verb}"
             )));
         }
-        if matches!(drive, ConfigDrive::Parts(_)) && !version.at_least(56) {
-            return Err(needs_version(
-                "A config drive given as a dictionary",
-                ApiVersion::new(1, 56),
-            ));
+        if let ConfigDrive::Parts(parts) = drive {
+            if !version.at_least(56) {
+                return Err(needs_version(
+                    "A config drive given as a dictionary",
+                    ApiVersion::new(1, 56),
+                ));
+            }
+            crate::configdrive::check_parts(parts)
+                .map_err(|e| ApiError::Invalid(format!("Invalid configdrive format: {e}")))?;
+            if parts.contains_key("vendor_data") && !version.at_least(59) {
+                return Err(needs_version("vendor_data in a config drive", ApiVersion::new(1, 59)));
+            }
         }
     }
     match (&req.clean_steps, verb) {
@@ -507,6 +514,12 @@ mod tests {
             (json!({"target": "manage", "configdrive": "H4sI"}), 110, Some(400)),
             (json!({"target": "active", "configdrive": {"meta_data": {}}}), 55, Some(406)),
             (json!({"target": "active", "configdrive": {"meta_data": {}}}), 56, None),
+            (json!({"target": "active", "configdrive": {"meta_data": {}, "x": 1}}), 56, Some(400)),
+            (json!({"target": "active", "configdrive": {"meta_data": []}}), 56, Some(400)),
+            (json!({"target": "active", "configdrive": {"user_data": 1}}), 56, Some(400)),
+            (json!({"target": "active", "configdrive": {"user_data": "#!"}}), 56, None),
+            (json!({"target": "active", "configdrive": {"vendor_data": {}}}), 58, Some(406)),
+            (json!({"target": "active", "configdrive": {"vendor_data": {}}}), 59, None),
             (json!({"target": "deploy", "deploy_steps": []}), 68, Some(406)),
             (json!({"target": "deploy", "deploy_steps": []}), 69, None),
             (json!({"target": "provide", "deploy_steps": []}), 110, Some(400)),

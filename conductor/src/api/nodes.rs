@@ -18,7 +18,7 @@ use super::patch::{self, PatchRules, Reset};
 use super::version::RequestVersion;
 use super::view::{self, Fields};
 use super::ApiState;
-use crate::store::{Node, NodeQuery, NodeSortKey, UpdateError};
+use crate::store::{Node, NodeListItem, NodeQuery, NodeSortKey, UpdateError};
 
 /// Ironic's `[api]max_limit`: the largest page, and the page size when none is asked.
 pub const MAX_LIMIT: u32 = 1000;
@@ -287,10 +287,37 @@ async fn list_nodes(
         sort_key,
         descending: parse_sort_dir(params.sort_dir.as_deref())?,
     };
-    let nodes = state.store.list_nodes(&query).await?;
     let base = state.base_url(&headers);
-    let next = match nodes.last() {
-        Some(last) if nodes.len() == limit as usize => Some(next_link(
+    let conductor = state.conductor_name();
+    // Decode no more than the fields shown: the list fields alone come from their own
+    // columns; another selection skips the JSON documents it does not show.
+    let mut out = Vec::new();
+    let last = match &fields {
+        Some(f) if f.names().all(|n| n == "links" || NodeListItem::COLUMNS.contains(&n)) => {
+            let items = state.store.list_node_items(&query).await?;
+            for item in &items {
+                out.push(view::node_list_item(item, &base, f)?);
+            }
+            items.last().map(|item| item.uuid)
+        }
+        Some(f) => {
+            let wanted: Vec<&str> = f.names().collect();
+            let nodes = state.store.list_nodes_with_columns(&query, &wanted).await?;
+            for node in &nodes {
+                out.push(f.select(view::to_map(&view::node(node, &base, conductor))?));
+            }
+            nodes.last().map(|node| node.uuid)
+        }
+        None => {
+            let nodes = state.store.list_nodes(&query).await?;
+            for node in &nodes {
+                out.push(view::to_map(&view::node(node, &base, conductor))?);
+            }
+            nodes.last().map(|node| node.uuid)
+        }
+    };
+    let next = match last {
+        Some(last) if out.len() == limit as usize => Some(next_link(
             &base,
             path,
             &[
@@ -304,19 +331,10 @@ async fn list_nodes(
                 ("detail", params.detail.as_ref()),
             ],
             limit,
-            &last.uuid.to_string(),
+            &last.to_string(),
         )),
         _ => None,
     };
-    let conductor = state.conductor_name();
-    let mut out = Vec::with_capacity(nodes.len());
-    for node in &nodes {
-        let doc = view::to_map(&view::node(node, &base, conductor))?;
-        out.push(match &fields {
-            Some(f) => f.select(doc),
-            None => doc,
-        });
-    }
     Ok(Json(NodeCollection { nodes: out, next }))
 }
 

@@ -9,7 +9,7 @@ use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
 use super::error::ApiError;
-use crate::store::{Node, Port};
+use crate::store::{Node, NodeListItem, Port};
 
 /// Ironic's timestamp form: `2026-01-31T12:00:00.123456+00:00`.
 pub fn timestamp(at: OffsetDateTime) -> String {
@@ -111,6 +111,36 @@ pub fn node(node: &Node, base: &str, conductor: &str) -> WireNode {
     wire
 }
 
+/// The `fields` (all among [`NodeListItem::COLUMNS`] and `links`) of a node list item,
+/// valued exactly as in the full node document.
+pub fn node_list_item(
+    item: &NodeListItem,
+    base: &str,
+    fields: &Fields,
+) -> Result<Map<String, Value>, ApiError> {
+    let value = |v: Result<Value, serde_json::Error>| {
+        v.map_err(|_| ApiError::Internal("A resource could not be serialised.".into()))
+    };
+    let mut doc = Map::new();
+    doc.insert(
+        "links".into(),
+        value(serde_json::to_value(Link::pair(base, &format!("nodes/{}", item.uuid))))?,
+    );
+    for name in fields.names() {
+        let v = match name {
+            "uuid" => Value::String(item.uuid.to_string()),
+            "name" => value(serde_json::to_value(&item.name))?,
+            "instance_uuid" => value(serde_json::to_value(&item.instance_uuid))?,
+            "maintenance" => Value::Bool(item.maintenance),
+            "power_state" => value(serde_json::to_value(item.power_state))?,
+            "provision_state" => value(serde_json::to_value(item.provision_state))?,
+            _ => continue,
+        };
+        doc.insert(name.to_owned(), v);
+    }
+    Ok(doc)
+}
+
 /// The port as the API shows it.
 pub fn port(port: &Port, base: &str) -> WirePort {
     WirePort {
@@ -158,6 +188,11 @@ impl Fields {
 
     pub fn from_static(names: &[&str]) -> Fields {
         Fields(names.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    /// The selected field names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
     }
 
     /// Keeps only the selected fields of `doc`, plus `links`.

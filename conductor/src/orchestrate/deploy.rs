@@ -22,6 +22,7 @@ use crate::agent_client::{
     StepProgress,
 };
 use crate::bmc::{self, BootDevice, PowerAction};
+use crate::configdrive::{self, DriveNode};
 use crate::images;
 use crate::store::{JsonMap, LastError, Node, Transition, UpdateError};
 
@@ -53,6 +54,22 @@ pub fn local_image_url(
         return Err(TaskError::ImageMissing { name: source.to_owned() });
     }
     Ok(Some(images::image_url(public_url, source)))
+}
+
+/// The string form (base64 of the gzipped `config-2` image) of a config drive given as a
+/// dictionary. Image times are the node's provisioning time, so that the same request
+/// renders the same image. Compressing up to 64 MiB is CPU work: it runs off the
+/// runtime's worker threads.
+pub async fn render_config_drive(node: &Node, parts: JsonMap) -> Result<String, TaskError> {
+    let uuid = node.uuid;
+    let name = node.name.clone();
+    let at = node.provision_updated_at.unwrap_or(node.created_at);
+    let rendered = tokio::task::spawn_blocking(move || {
+        configdrive::render(&parts, DriveNode { uuid, name: name.as_deref() }, at)
+    })
+    .await
+    .map_err(TaskError::ConfigDriveTask)??;
+    Ok(rendered)
 }
 
 impl Orchestrator {
@@ -89,10 +106,26 @@ impl Orchestrator {
         request: &ProvisionRequest,
     ) -> Result<(), TaskError> {
         let mut instance_info = node.instance_info.clone();
-        match &request.configdrive {
-            Some(ConfigDrive::Parts(_)) => return Err(TaskError::ConfigDriveDict),
+        // A dictionary comes with the request or was set in instance_info by PATCH.
+        let parts = match &request.configdrive {
+            Some(ConfigDrive::Parts(parts)) => Some(parts.clone()),
             Some(ConfigDrive::Encoded(text)) => {
                 instance_info.insert("configdrive".into(), Value::String(text.clone()));
+                None
+            }
+            None => match instance_info.get("configdrive") {
+                Some(Value::Object(parts)) => Some(parts.clone()),
+                _ => None,
+            },
+        };
+        match parts {
+            // As Ironic, an empty dictionary means no config drive at all.
+            Some(parts) if parts.is_empty() => {
+                instance_info.remove("configdrive");
+            }
+            Some(parts) => {
+                let rendered = render_config_drive(node, parts).await?;
+                instance_info.insert("configdrive".into(), Value::String(rendered));
             }
             None => {}
         }

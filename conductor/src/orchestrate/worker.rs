@@ -19,6 +19,7 @@ use crate::agent_client::{
 use crate::api::ConductorTask;
 use crate::bmc::{self, Bmc, BmcError, BootDevice, DriverInfoError, DriverRegistry, PowerAction};
 use crate::config::ConductorConfig;
+use crate::configdrive::ConfigDriveError;
 use crate::images::ImageNameError;
 use crate::store::{JsonMap, LastError, Node, PortQuery, Store, StoreError, Transition};
 
@@ -63,11 +64,10 @@ pub enum TaskError {
     ImageName(#[from] ImageNameError),
     #[error("image {name:?} does not exist in the conductor's image directory")]
     ImageMissing { name: String },
-    #[error(
-        "a config drive given as a dictionary is not supported yet; pass it rendered (a \
-         gzipped, base64-encoded ISO 9660 image) or as a URL"
-    )]
-    ConfigDriveDict,
+    #[error(transparent)]
+    ConfigDrive(#[from] ConfigDriveError),
+    #[error("the config drive rendering task did not finish")]
+    ConfigDriveTask(#[source] tokio::task::JoinError),
     #[error("the agent offers no deploy.write_image step")]
     NoWriteImage,
     #[error("driver_internal_info {key} is unusable: {reason}")]

@@ -36,7 +36,7 @@ use sqlx::sqlite::{
 pub use codec::normalize_mac;
 pub use info_merge::{InfoChange, InfoView};
 pub use nodes::{
-    InvalidSortKey, LastError, Node, NodeQuery, NodeSortKey, TakenOver, Transition,
+    InvalidSortKey, LastError, Node, NodeListItem, NodeQuery, NodeSortKey, TakenOver, Transition,
     TransitionOutcome, UpdateError,
 };
 pub use ports::{Port, PortQuery, PortSortKey};
