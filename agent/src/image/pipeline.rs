@@ -168,12 +168,8 @@ impl std::fmt::Display for ImageFormat {
 /// Why an image was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("write_image is not supported by this agent yet")]
-    NotSupported,
     #[error("no image URL was given")]
     NoUrls,
-    #[error("http(s) image sources are not supported by this agent yet ({url})")]
-    HttpNotSupported { url: String },
     #[error("cannot open image source {url}")]
     OpenSource {
         url: String,
@@ -206,8 +202,14 @@ pub enum WriteError {
     FormatNotPermitted { format: String },
     #[error("the image ({image_size} bytes) does not fit on the target ({target_size} bytes)")]
     ImageTooLarge { image_size: u64, target_size: u64 },
-    #[error("config drives are not supported by this agent yet")]
-    ConfigDriveNotSupported,
+    #[error("the config drive is unusable")]
+    ConfigDrive(#[from] crate::disk::configdrive::ConfigDriveError),
+    #[error("{step} failed")]
+    Finish {
+        step: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("writing the image to the target failed")]
     Sink(#[from] SinkError),
     #[error("the image failed verification")]
@@ -589,50 +591,114 @@ struct RawDecoder {
     position: u64,
 }
 
-/// Where the HTTP source, the config drive and the partition-table fix-ups plug in.
+/// The HTTP source, the config drive and the partition-table fix-ups.
 mod hooks {
+    use std::fs::{File, OpenOptions};
+
     use super::*;
+    use crate::disk::{self, configdrive, gpt};
+    use crate::image::http::{self, HttpSource};
+
+    /// The largest checksum file fetched: a listing of many images is still small.
+    const MAX_CHECKSUM_FILE: u64 = 4 << 20;
 
     /// An `http(s)://` image source.
     pub(super) fn open_http(
         url: &str,
-        _http: &HttpOptions,
+        options: &HttpOptions,
     ) -> Result<Box<dyn ImageSource>, WriteError> {
-        Err(WriteError::HttpNotSupported { url: url.to_owned() })
+        HttpSource::open(url, options)
+            .map(|s| Box::new(s) as Box<dyn ImageSource>)
+            .map_err(|source| WriteError::OpenSource { url: http::redact(url), source })
     }
 
-    /// A whole small `http(s)://` document (checksum file, config drive).
-    pub(super) fn fetch_http(url: &str, _http: &HttpOptions) -> Result<Vec<u8>, WriteError> {
-        Err(WriteError::HttpNotSupported { url: url.to_owned() })
+    /// A whole small `http(s)://` document (checksum file).
+    pub(super) fn fetch_http(url: &str, options: &HttpOptions) -> Result<Vec<u8>, WriteError> {
+        http::fetch_bytes(url, options, MAX_CHECKSUM_FILE)
+            .map_err(|source| WriteError::OpenSource { url: http::redact(url), source })
     }
 
     /// The config drive, fetched (when `value` is a URL) and decoded from
     /// base64(gzip(ISO 9660)) before the target is touched, so that a bad one fails the
-    /// write early. Decoding and the partition belong to the disk module; until it is
-    /// connected here, a config drive is refused before anything is written.
+    /// write early.
     pub(super) fn prepare_configdrive(
-        _value: &str,
-        _http: &HttpOptions,
+        value: &str,
+        options: &HttpOptions,
     ) -> Result<ConfigDrive, WriteError> {
-        Err(WriteError::ConfigDriveNotSupported)
+        let encoded = if configdrive::is_url(value) {
+            http::fetch_bytes(value, options, configdrive::MAX_ENCODED)
+                .map_err(|source| WriteError::OpenSource { url: http::redact(value), source })?
+        } else {
+            value.as_bytes().to_vec()
+        };
+        Ok(ConfigDrive { iso: configdrive::decode(encoded)? })
     }
 
-    /// A decoded config-drive image, ready for its partition. No value exists until the
-    /// disk module provides one.
+    /// A decoded config-drive image, ready for its partition.
     #[derive(Debug)]
-    pub(super) enum ConfigDrive {}
+    pub(super) struct ConfigDrive {
+        pub iso: Vec<u8>,
+    }
 
     /// After the verified image is on the target: move the backup GPT to the target's
-    /// end, add the config-drive partition, have the kernel re-read the table. A raw image
-    /// needs none of these to be complete; they are the disk module's.
+    /// end, add the config-drive partition, have the kernel re-read the table. Should any
+    /// of it fail, the table areas are wiped: a disk whose deploy failed must not boot.
     pub(super) fn after_commit(
-        _target: &Path,
+        target: &Path,
         configdrive: Option<ConfigDrive>,
     ) -> Result<(), WriteError> {
-        match configdrive {
-            Some(drive) => match drive {},
-            None => Ok(()),
+        let file = OpenOptions::new().read(true).write(true).open(target).map_err(|source| {
+            WriteError::Finish { step: "opening the target", source: source.into() }
+        })?;
+        let geometry = disk::geometry(&file).map_err(|e| WriteError::Finish {
+            step: "reading the target's size",
+            source: e.into(),
+        })?;
+        let result = fix_up(&file, geometry, configdrive);
+        if result.is_err() {
+            if let Err(e) = disk::wipe_table_areas(&file, geometry.len, geometry.sector) {
+                tracing::error!(error = %crate::executor::error_chain(&e),
+                    "wiping the partition-table areas after a failed finish failed too");
+            }
         }
+        result
+    }
+
+    fn fix_up(
+        file: &File,
+        geometry: disk::Geometry,
+        configdrive: Option<ConfigDrive>,
+    ) -> Result<(), WriteError> {
+        let (len, sector) = (geometry.len, geometry.sector);
+        let moved = gpt::relocate_backup(file, len, sector).map_err(|e| WriteError::Finish {
+            step: "moving the backup GPT to the end of the disk",
+            source: e.into(),
+        })?;
+        if moved {
+            tracing::info!("backup GPT moved to the end of the disk");
+        }
+        match configdrive {
+            Some(drive) => {
+                let part = configdrive::install(file, len, sector, &drive.iso).map_err(|e| {
+                    WriteError::Finish { step: "writing the config drive", source: e.into() }
+                })?;
+                tracing::info!(partition = part.number, start = part.start, len = part.len,
+                    reused = part.reused, label = ?part.label, "config drive written");
+            }
+            None => {
+                file.sync_all().map_err(|e| WriteError::Finish {
+                    step: "flushing the partition table",
+                    source: e.into(),
+                })?;
+                let reread =
+                    disk::reread_partition_table(file).map_err(|e| WriteError::Finish {
+                        step: "asking the kernel to re-read the partition table",
+                        source: e.into(),
+                    })?;
+                tracing::debug!(reread, "partition table re-read");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -38,9 +38,12 @@ pub(crate) fn redact(url: &Url) -> String {
     shown.to_string()
 }
 
-/// Best effort for text that did not even parse as a URL: drop everything up to an `@`
-/// after the scheme, and any query.
-fn redact_text(url: &str) -> String {
+/// [`redact`] for URL text; best effort for text that does not even parse as a URL: drop
+/// everything up to an `@` after the scheme, and any query.
+pub fn redact_text(url: &str) -> String {
+    if let Ok(parsed) = Url::parse(url) {
+        return redact(&parsed);
+    }
     let without_query = url.split('?').next().unwrap_or_default();
     match (without_query.find("://"), without_query.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {

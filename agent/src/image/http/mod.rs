@@ -26,6 +26,8 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use client::redact_text as redact;
+
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
