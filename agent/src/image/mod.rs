@@ -4,7 +4,10 @@
 //!
 //! Each stage is its own module; [`pipeline`] connects them.
 
+pub mod decompress;
 pub mod extent;
+pub mod format;
 pub mod pipeline;
 pub mod progress;
+pub mod qcow2;
 pub mod source;
