@@ -47,9 +47,13 @@ impl fmt::Display for CompressionKind {
 pub enum DecompressError {
     #[error("{kind} stream is corrupt near compressed byte {offset}: {detail}")]
     Corrupt { kind: CompressionKind, offset: u64, detail: String },
-    #[error("{kind} stream is truncated: it ends after {consumed} compressed bytes, before its end")]
+    #[error(
+        "{kind} stream is truncated: it ends after {consumed} compressed bytes, before its end"
+    )]
     Truncated { kind: CompressionKind, consumed: u64 },
-    #[error("{kind} stream is followed by data that is not part of it, at compressed byte {offset}")]
+    #[error(
+        "{kind} stream is followed by data that is not part of it, at compressed byte {offset}"
+    )]
     TrailingData { kind: CompressionKind, offset: u64 },
     #[error("{kind} stream needs more than {limit} bytes of memory to decode")]
     MemoryLimit { kind: CompressionKind, limit: u64 },
@@ -150,10 +154,11 @@ impl Decompressor {
                         emit(&self.out_buf[..produced], &mut self.total_out)?;
                     }
                     if status == liblzma::stream::Status::StreamEnd && pos < input.len() {
-                        return Err(
-                            DecompressError::TrailingData { kind, offset: base_in + pos as u64 }
-                                .into(),
-                        );
+                        return Err(DecompressError::TrailingData {
+                            kind,
+                            offset: base_in + pos as u64,
+                        }
+                        .into());
                     }
                     // Done with this input once it is consumed and the output did not fill
                     // (a full buffer may mean more output is pending).
@@ -258,7 +263,9 @@ fn xz_error(e: liblzma::stream::Error, offset: u64) -> DecompressError {
     use liblzma::stream::Error as X;
     let kind = CompressionKind::Xz;
     let detail = match e {
-        X::MemLimit | X::Mem => return DecompressError::MemoryLimit { kind, limit: XZ_MEMORY_LIMIT },
+        X::MemLimit | X::Mem => {
+            return DecompressError::MemoryLimit { kind, limit: XZ_MEMORY_LIMIT }
+        }
         X::Format => "not an xz stream",
         X::Data => "compressed data is invalid",
         X::Options => "the stream uses unsupported options",
@@ -276,9 +283,15 @@ fn zstd_error(e: &std::io::Error, offset: u64) -> DecompressError {
 enum GzipState {
     /// Collecting a member header (the bytes so far).
     Header(Vec<u8>),
-    Body { inflate: Box<Decompress>, crc: Crc },
+    Body {
+        inflate: Box<Decompress>,
+        crc: Crc,
+    },
     /// Collecting the 8-byte trailer.
-    Trailer { crc: Crc, bytes: Vec<u8> },
+    Trailer {
+        crc: Crc,
+        bytes: Vec<u8>,
+    },
     /// Between members: another member or zero padding may follow.
     AfterMember,
     /// Zero padding after the last member.
@@ -411,12 +424,18 @@ impl GzipState {
                         let want_crc = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
                         let want_len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
                         if want_crc != crc.sum() {
-                            return Err(corrupt(pos, "CRC-32 of the decompressed data does not match")
-                                .into());
+                            return Err(corrupt(
+                                pos,
+                                "CRC-32 of the decompressed data does not match",
+                            )
+                            .into());
                         }
                         if want_len != crc.amount() {
-                            return Err(corrupt(pos, "length of the decompressed data does not match")
-                                .into());
+                            return Err(corrupt(
+                                pos,
+                                "length of the decompressed data does not match",
+                            )
+                            .into());
                         }
                         *self = Self::AfterMember;
                     }
@@ -425,10 +444,11 @@ impl GzipState {
                     0x1f => *self = Self::Header(Vec::new()),
                     0 => *self = Self::Padding,
                     _ => {
-                        return Err(
-                            DecompressError::TrailingData { kind, offset: base_in + pos as u64 }
-                                .into(),
-                        )
+                        return Err(DecompressError::TrailingData {
+                            kind,
+                            offset: base_in + pos as u64,
+                        }
+                        .into())
                     }
                 },
                 Self::Padding => match input[pos..].iter().position(|&b| b != 0) {
@@ -614,7 +634,10 @@ mod tests {
             for cut in [1, input.len() / 2, input.len() - 1] {
                 let err = decode_in_pieces(kind, &input[..cut], 1).unwrap_err();
                 assert!(
-                    matches!(err, DecompressError::Truncated { .. } | DecompressError::Corrupt { .. }),
+                    matches!(
+                        err,
+                        DecompressError::Truncated { .. } | DecompressError::Corrupt { .. }
+                    ),
                     "{kind} cut at {cut}: {err:?}"
                 );
                 // Cutting a valid stream short is never reported as trailing garbage.

@@ -239,7 +239,8 @@ mod tests {
         let no_qcow: Vec<String> = vec!["raw".into(), "iso".into()];
         let gpt_only: Vec<String> = vec!["gpt".into()];
         // (detected, declared, permitted, ok?)
-        let cases: &[(DetectedFormat, Option<&str>, Option<&[String]>, bool)] = &[
+        type Case<'a> = (DetectedFormat, Option<&'a str>, Option<&'a [String]>, bool);
+        let cases: &[Case] = &[
             (Raw, Some("raw"), Some(&all), true),
             (Raw, None, None, true),
             (Raw, Some("qcow2"), None, false),
@@ -273,9 +274,8 @@ mod tests {
         assert!(msg.contains("qcow2") && msg.contains("\"raw\""), "{msg}");
 
         let permitted = vec!["raw".to_string()];
-        let msg = check_format(DetectedFormat::Qcow2, None, Some(&permitted))
-            .unwrap_err()
-            .to_string();
+        let msg =
+            check_format(DetectedFormat::Qcow2, None, Some(&permitted)).unwrap_err().to_string();
         assert!(msg.contains("qcow2") && msg.contains("[\"raw\"]"), "{msg}");
 
         let msg = check_format(DetectedFormat::Vhdx, None, None).unwrap_err().to_string();
