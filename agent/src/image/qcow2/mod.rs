@@ -112,4 +112,6 @@ pub enum Qcow2Error {
          needs host bytes up to {needed_end:#x}"
     )]
     StreamTruncated { stream_len: u64, guest: u64, needed_end: u64 },
+    #[error("qcow2 decoder lost its place in the stream at file offset {offset:#x}")]
+    LostPlace { offset: u64 },
 }

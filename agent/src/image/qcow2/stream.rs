@@ -90,7 +90,10 @@ impl Qcow2Decoder {
                 }
                 // Clusters are sorted by start and bytes before a start are only dropped
                 // once every earlier cluster is done, so `here` is exactly the start.
-                let start = off - (here - cluster.host_offset) as usize;
+                if here != cluster.host_offset {
+                    return Err(Qcow2Error::LostPlace { offset: here }.into());
+                }
+                let start = off;
                 let len = cluster.host_len as usize;
                 if bytes.len() - start >= len {
                     self.hand_on(cluster, &bytes[start..start + len], out)?;
