@@ -59,6 +59,12 @@ impl Qcow2Decoder {
         self.pos
     }
 
+    /// Mapped clusters not yet handed on; zero once the stream has passed
+    /// [`Plan::stream_end`].
+    pub fn clusters_remaining(&self) -> usize {
+        self.plan.clusters().len() - self.next
+    }
+
     /// Starts the pass over from file byte 0 (the source restarted).
     pub fn reset(&mut self) {
         self.next = 0;

@@ -697,9 +697,13 @@ fn reset_starts_the_pass_over() {
         }
         Ok(())
     };
+    let clusters = d.plan().clusters().len();
+    assert_eq!(d.clusters_remaining(), clusters);
     d.feed(&file[..file.len() / 2 + 13], &mut sink).unwrap();
     d.reset();
+    assert_eq!(d.clusters_remaining(), clusters);
     d.feed(&file, &mut sink).unwrap();
+    assert_eq!(d.clusters_remaining(), 0);
     d.finish(&mut sink).unwrap();
     assert_eq!(d.position(), file.len() as u64);
     assert!(image == want);
