@@ -4,11 +4,14 @@
 //!
 //! Each stage is its own module; [`pipeline`] connects them.
 
+pub mod decompress;
 pub mod extent;
 pub mod file_source;
+pub mod format;
 pub mod http;
 pub mod pipeline;
 pub mod progress;
+pub mod qcow2;
 pub mod sink;
 pub mod source;
 pub mod verify;
