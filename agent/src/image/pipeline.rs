@@ -22,9 +22,12 @@ use ferric_shared::image_info::{
     ImageInfo,
 };
 
+use super::decompress::{CompressionKind, DecompressError, Decompressor};
 use super::extent::Extent;
 use super::file_source::{self, FileSource, FileSourceError};
+use super::format::{self, DetectedFormat, FormatCheckError};
 use super::progress::Progress;
+use super::qcow2::{self, Qcow2Decoder, Qcow2Error};
 use super::sink::{Sink, SinkError, SinkOptions, Target};
 use super::source::{HttpOptions, ImageSource, SourceError, SourceEvent, SourceStats};
 use super::verify::{Verified, Verifier, VerifyError};
@@ -147,6 +150,32 @@ impl ImageFormat {
         }
     }
 
+    /// The detected format this one is written as; `None` for formats never written.
+    fn from_detected(detected: DetectedFormat) -> Option<ImageFormat> {
+        match detected {
+            DetectedFormat::Raw | DetectedFormat::Iso => Some(ImageFormat::Raw),
+            DetectedFormat::Qcow2 => Some(ImageFormat::Qcow2),
+            DetectedFormat::Gzip => Some(ImageFormat::Gzip),
+            DetectedFormat::Xz => Some(ImageFormat::Xz),
+            DetectedFormat::Zstd => Some(ImageFormat::Zstd),
+            DetectedFormat::Vmdk
+            | DetectedFormat::Vhdx
+            | DetectedFormat::Vhd
+            | DetectedFormat::Vdi
+            | DetectedFormat::Qed => None,
+        }
+    }
+
+    fn as_detected(self) -> DetectedFormat {
+        match self {
+            ImageFormat::Raw => DetectedFormat::Raw,
+            ImageFormat::Qcow2 => DetectedFormat::Qcow2,
+            ImageFormat::Gzip => DetectedFormat::Gzip,
+            ImageFormat::Xz => DetectedFormat::Xz,
+            ImageFormat::Zstd => DetectedFormat::Zstd,
+        }
+    }
+
     fn from_choice(choice: FormatChoice) -> Option<ImageFormat> {
         match choice {
             FormatChoice::Auto => None,
@@ -194,12 +223,12 @@ pub enum WriteError {
     },
     #[error("the image's checksum is an MD5 digest, which is not allowed")]
     Md5NotAllowed,
-    #[error("image format {0} is not supported by this agent yet")]
-    FormatNotSupported(ImageFormat),
-    #[error("the image is {detected} but its declared disk_format is {declared:?}")]
-    DeclaredFormatMismatch { declared: String, detected: ImageFormat },
-    #[error("image disk format {format:?} is not in permitted_image_formats")]
-    FormatNotPermitted { format: String },
+    #[error("the image's format is refused")]
+    Format(#[from] FormatCheckError),
+    #[error("the qcow2 image is unusable")]
+    Qcow2(#[from] Qcow2Error),
+    #[error("the compressed image is unusable")]
+    Decompress(#[from] DecompressError),
     #[error("the image ({image_size} bytes) does not fit on the target ({target_size} bytes)")]
     ImageTooLarge { image_size: u64, target_size: u64 },
     #[error("the config drive is unusable")]
@@ -277,18 +306,36 @@ fn write_source(
     progress: &Progress,
     options: &WriteOptions,
 ) -> Result<WriteReport, WriteError> {
-    let head = source.read_range(0, 512).map_err(WriteError::Source)?;
-    let detected = detect_format(&head);
-    let format = match ImageFormat::from_choice(request.format) {
+    // The format comes from the content. A server that ignores Range requests still
+    // serves raw and compressed images: the first chunk of the stream is looked at then.
+    let (head, first) = match source.read_range(0, format::DETECT_LEN) {
+        Ok(head) => (head, None),
+        Err(SourceError::RangeNotSupported { .. }) => {
+            tracing::warn!(
+                "the image server ignores Range requests; detecting the format \
+                from the start of the stream (qcow2 images need Range requests)"
+            );
+            match source.next_event().map_err(WriteError::Source)? {
+                Some(SourceEvent::Data(bytes)) => (bytes.clone(), Some(bytes)),
+                Some(SourceEvent::Restart) | None => (Vec::new(), None),
+            }
+        }
+        Err(e) => return Err(WriteError::Source(e)),
+    };
+    let detected = format::detect(&head);
+    let checked = match ImageFormat::from_choice(request.format) {
         Some(chosen) => {
-            if chosen != detected {
+            if chosen.as_detected() != detected {
                 tracing::warn!(%chosen, %detected, "image format given explicitly; content looks different");
             }
-            chosen
+            chosen.as_detected()
         }
         None => detected,
     };
-    check_format(format, request)?;
+    let declared = request.declared_disk_format.as_deref().filter(|d| !d.is_empty());
+    format::check_format(checked, declared, request.permitted_formats.as_deref())?;
+    let format = ImageFormat::from_detected(checked)
+        .ok_or(FormatCheckError::Unsupported { detected: checked })?;
     let mut decoder = Decoder::open(format, source.as_mut())?;
 
     let target_size = Target::open(&request.target).map_err(SinkError::from)?.size();
@@ -299,7 +346,9 @@ fn write_source(
         if image_size > target_size {
             return Err(WriteError::ImageTooLarge { image_size, target_size });
         }
-        progress.set_total(image_size);
+    }
+    if let Some(total) = decoder.progress_total() {
+        progress.set_total(total);
     }
     tracing::info!(%url, %format, target = %request.target.display(), target_size,
         image_size = ?decoder.image_size(),
@@ -311,7 +360,7 @@ fn write_source(
     let verifier = expected.map(Verifier::spawn).transpose()?;
     progress.set_phase("downloading");
     let (verifier, source_stats) =
-        stream(source, verifier, &mut decoder, &mut sink, progress, options)?;
+        stream(source, first, verifier, &mut decoder, &mut sink, progress, options)?;
     let image_size = decoder.finish(&mut sink)?;
     if image_size == 0 {
         return Err(WriteError::EmptyImage);
@@ -400,45 +449,6 @@ fn open_first_source(request: &WriteRequest) -> Result<(String, Box<dyn ImageSou
     Err(last)
 }
 
-/// The format from the first bytes of the image (magic numbers).
-pub fn detect_format(head: &[u8]) -> ImageFormat {
-    const MAGICS: [(&[u8], ImageFormat); 4] = [
-        (b"QFI\xfb", ImageFormat::Qcow2),
-        (b"\x1f\x8b", ImageFormat::Gzip),
-        (b"\xfd7zXZ\x00", ImageFormat::Xz),
-        (b"\x28\xb5\x2f\xfd", ImageFormat::Zstd),
-    ];
-    MAGICS
-        .iter()
-        .find(|(magic, _)| head.starts_with(magic))
-        .map_or(ImageFormat::Raw, |(_, format)| *format)
-}
-
-/// The declared `disk_format` must name what the content is (`raw` and `iso` are raw
-/// bytes; compressed streams carry raw disks), and that disk format must be permitted.
-fn check_format(format: ImageFormat, request: &WriteRequest) -> Result<(), WriteError> {
-    let disk_format = format.disk_format();
-    if let Some(declared) = request.declared_disk_format.as_deref().filter(|d| !d.is_empty()) {
-        let agrees = match declared {
-            "raw" | "iso" => disk_format == "raw",
-            "qcow2" => disk_format == "qcow2",
-            _ => false,
-        };
-        if !agrees {
-            return Err(WriteError::DeclaredFormatMismatch {
-                declared: declared.to_owned(),
-                detected: format,
-            });
-        }
-    }
-    if let Some(permitted) = &request.permitted_formats {
-        if !permitted.iter().any(|p| p == disk_format) {
-            return Err(WriteError::FormatNotPermitted { format: disk_format.to_owned() });
-        }
-    }
-    Ok(())
-}
-
 /// What the source thread passes on.
 #[derive(Debug)]
 enum Item {
@@ -457,6 +467,7 @@ const STREAM_DEPTH: usize = 16;
 /// decodes into the sink. Returns the verifier (to be finished) and the source's counters.
 fn stream(
     mut source: Box<dyn ImageSource>,
+    first: Option<Vec<u8>>,
     verifier: Option<Verifier>,
     decoder: &mut Decoder,
     sink: &mut Sink,
@@ -467,8 +478,14 @@ fn stream(
     let reader = std::thread::Builder::new()
         .name("image-source".into())
         .spawn(move || {
+            let mut first = first;
             loop {
-                let item = match source.next_event() {
+                // A chunk taken from the stream to detect the format comes first.
+                let event = match first.take() {
+                    Some(bytes) => Ok(Some(SourceEvent::Data(bytes))),
+                    None => source.next_event(),
+                };
+                let item = match event {
                     Ok(Some(SourceEvent::Data(bytes))) => {
                         let bytes = Arc::new(bytes);
                         match verifier.as_ref().map(|v| v.update(bytes.clone())) {
@@ -500,7 +517,7 @@ fn stream(
             Ok(Item::Data(bytes)) => decoder.feed(&bytes, sink)?,
             Ok(Item::Restart) => {
                 tracing::warn!(at = decoder.position(), "image source restarted from byte 0");
-                decoder.restart();
+                decoder.restart()?;
             }
             Ok(Item::End(stats)) => break stats,
             Ok(Item::Failed(e)) => return Err(WriteError::Source(e)),
@@ -520,21 +537,46 @@ fn stream(
     Ok((verifier, stats))
 }
 
-/// Turns the source's bytes into extents of the target. One arm per format; the formats
-/// without an arm are refused before anything is written.
+/// Turns the source's bytes into extents of the target, one arm per format.
 #[derive(Debug)]
 enum Decoder {
     Raw(RawDecoder),
+    /// A compressed raw image: decompressed output goes to consecutive offsets.
+    Compressed {
+        decompressor: Decompressor,
+        position: u64,
+    },
+    /// Data clusters come in file order (guest offsets jump around); the zero ranges
+    /// follow at the end of the pass.
+    Qcow2(Box<Qcow2Decoder>),
 }
 
 impl Decoder {
     /// Chooses the decoder for `format`. Decoders that need random access (qcow2 tables)
     /// read `source` here, before the sequential pass starts.
     fn open(format: ImageFormat, source: &mut dyn ImageSource) -> Result<Decoder, WriteError> {
+        let compressed = |kind| -> Result<Decoder, WriteError> {
+            Ok(Decoder::Compressed { decompressor: Decompressor::new(kind)?, position: 0 })
+        };
         match format {
             ImageFormat::Raw => Ok(Decoder::Raw(RawDecoder { size: source.size(), position: 0 })),
-            ImageFormat::Qcow2 | ImageFormat::Gzip | ImageFormat::Xz | ImageFormat::Zstd => {
-                Err(WriteError::FormatNotSupported(format))
+            ImageFormat::Gzip => compressed(CompressionKind::Gzip),
+            ImageFormat::Xz => compressed(CompressionKind::Xz),
+            ImageFormat::Zstd => compressed(CompressionKind::Zstd),
+            ImageFormat::Qcow2 => {
+                let size = source.size();
+                let mut read = |offset: u64, len: usize| {
+                    source.read_range(offset, len).map_err(WriteError::Source)
+                };
+                let plan = qcow2::open(&mut read, size)?;
+                tracing::info!(
+                    virtual_size = plan.virtual_size(),
+                    cluster_size = plan.cluster_size(),
+                    mapped_bytes = plan.mapped_bytes(),
+                    clusters = plan.clusters().len(),
+                    "qcow2 image mapped"
+                );
+                Ok(Decoder::Qcow2(Box::new(Qcow2Decoder::new(plan))))
             }
         }
     }
@@ -543,13 +585,27 @@ impl Decoder {
     fn image_size(&self) -> Option<u64> {
         match self {
             Decoder::Raw(raw) => raw.size,
+            Decoder::Compressed { .. } => None,
+            Decoder::Qcow2(q) => Some(q.plan().virtual_size()),
         }
     }
 
-    /// How far into the decoded image the pass has got.
+    /// How far into the image the pass has got: decoded bytes for raw and compressed
+    /// images, bytes of the qcow2 file for qcow2 (whose output is not in order).
     fn position(&self) -> u64 {
         match self {
             Decoder::Raw(raw) => raw.position,
+            Decoder::Compressed { position, .. } => *position,
+            Decoder::Qcow2(q) => q.position(),
+        }
+    }
+
+    /// The total [`Decoder::position`] moves towards, when known.
+    fn progress_total(&self) -> Option<u64> {
+        match self {
+            Decoder::Raw(raw) => raw.size,
+            Decoder::Compressed { .. } => None,
+            Decoder::Qcow2(q) => Some(q.plan().stream_end()),
         }
     }
 
@@ -560,19 +616,35 @@ impl Decoder {
                 raw.position += bytes.len() as u64;
                 Ok(())
             }
+            Decoder::Compressed { decompressor, position } => {
+                decompressor.feed(bytes, &mut |out: &[u8]| -> Result<(), WriteError> {
+                    sink.submit(Extent::Data { offset: *position, bytes: out })?;
+                    *position += out.len() as u64;
+                    Ok(())
+                })
+            }
+            Decoder::Qcow2(q) => {
+                q.feed(bytes, &mut |extent| -> Result<(), WriteError> { Ok(sink.submit(extent)?) })
+            }
         }
     }
 
     /// The source started over: decode from the beginning again (writing the same bytes
     /// to the same places is harmless).
-    fn restart(&mut self) {
+    fn restart(&mut self) -> Result<(), WriteError> {
         match self {
             Decoder::Raw(raw) => raw.position = 0,
+            Decoder::Compressed { decompressor, position } => {
+                *decompressor = Decompressor::new(decompressor.kind())?;
+                *position = 0;
+            }
+            Decoder::Qcow2(q) => q.reset(),
         }
+        Ok(())
     }
 
     /// Ends the pass; returns the decoded image's size.
-    fn finish(&mut self, _sink: &mut Sink) -> Result<u64, WriteError> {
+    fn finish(&mut self, sink: &mut Sink) -> Result<u64, WriteError> {
         match self {
             Decoder::Raw(raw) => match raw.size {
                 Some(expected) if expected != raw.position => {
@@ -580,6 +652,18 @@ impl Decoder {
                 }
                 _ => Ok(raw.position),
             },
+            Decoder::Compressed { decompressor, position } => {
+                decompressor.finish(&mut |out: &[u8]| -> Result<(), WriteError> {
+                    sink.submit(Extent::Data { offset: *position, bytes: out })?;
+                    *position += out.len() as u64;
+                    Ok(())
+                })?;
+                Ok(*position)
+            }
+            Decoder::Qcow2(q) => {
+                q.finish(&mut |extent| -> Result<(), WriteError> { Ok(sink.submit(extent)?) })?;
+                Ok(q.plan().virtual_size())
+            }
         }
     }
 }
