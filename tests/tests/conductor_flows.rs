@@ -239,9 +239,10 @@ impl Lab {
     }
 
     /// Checks that the machine's disk holds `image` at its start: every byte, except
-    /// that the primary GPT header may differ where moving the backup GPT to the end
-    /// of the larger disk rewrites it (alternate LBA, last usable LBA, CRC), while its
-    /// signature and disk GUID stay.
+    /// where moving the backup GPT to the end of the larger disk rewrites the tables:
+    /// the protective MBR's partition entry (its size now covers the disk) and the
+    /// primary GPT header (alternate LBA, last usable LBA, CRC), whose signature and disk
+    /// GUID stay, and the old backup header.
     fn assert_disk_holds(&self, image: &Image) {
         use std::io::Read;
         let mut disk = std::fs::File::open(self.machine.tree.join("dev/vda")).unwrap();
@@ -250,8 +251,18 @@ impl Lab {
         disk.read_exact(&mut head).unwrap();
         assert_eq!(&head[512..520], b"EFI PART");
         assert_eq!(&head[512 + 56..512 + 72], &image.bytes[512 + 56..512 + 72], "disk GUID");
-        for (sector, (got, want)) in
-            head.chunks(512).zip(image.bytes.chunks(512)).enumerate().filter(|(i, _)| *i != 1)
+        assert_eq!(&head[..446], &image.bytes[..446], "boot code of sector 0");
+        assert_eq!(&head[510..512], &image.bytes[510..512], "MBR signature");
+        assert_eq!(head[446 + 4], 0xee, "protective MBR partition type");
+        // The image's own backup GPT header (its last sector) is cleared once the backup
+        // lives at the disk's end, so that no stale copy is ever found.
+        let last = image.bytes.len() / 512 - 1;
+        assert!(head[last * 512..].iter().all(|&b| b == 0), "old backup GPT header left");
+        for (sector, (got, want)) in head
+            .chunks(512)
+            .zip(image.bytes.chunks(512))
+            .enumerate()
+            .filter(|(i, _)| *i > 1 && *i != last)
         {
             assert!(
                 got == want,
