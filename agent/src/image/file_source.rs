@@ -134,7 +134,7 @@ impl ImageSource for FileSource {
     }
 
     fn next_event(&mut self) -> Result<Option<SourceEvent>, SourceError> {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = super::buffers::take_filled(CHUNK);
         let mut filled = 0;
         // A regular file can still return short reads; fill the chunk unless at the end.
         while filled < buf.len() {
@@ -146,6 +146,7 @@ impl ImageSource for FileSource {
             }
         }
         if filled == 0 {
+            super::buffers::give(buf);
             return Ok(None);
         }
         buf.truncate(filled);

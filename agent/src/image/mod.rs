@@ -4,6 +4,7 @@
 //!
 //! Each stage is its own module; [`pipeline`] connects them.
 
+pub mod buffers;
 pub mod decompress;
 pub mod extent;
 pub mod file_source;

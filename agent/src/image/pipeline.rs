@@ -514,7 +514,10 @@ fn stream(
     let mut last_log = Instant::now();
     let stats = loop {
         match rx.recv() {
-            Ok(Item::Data(bytes)) => decoder.feed(&bytes, sink)?,
+            Ok(Item::Data(bytes)) => {
+                decoder.feed(&bytes, sink)?;
+                super::buffers::give_shared(bytes);
+            }
             Ok(Item::Restart) => {
                 tracing::warn!(at = decoder.position(), "image source restarted from byte 0");
                 decoder.restart()?;

@@ -184,6 +184,7 @@ fn hash_loop(algorithm: HashAlgorithm, queue: Receiver<Message>) -> (String, u64
             Message::Data(data) => {
                 hasher.update(&data);
                 bytes += data.len() as u64;
+                super::buffers::give_shared(data);
             }
             Message::Restart => {
                 hasher = Hasher::new(algorithm);

@@ -131,12 +131,12 @@ impl Stream {
     /// Hands out the first `chunk_size` pending bytes (all of them at the end).
     fn take_chunk(&mut self) -> Vec<u8> {
         let chunk = if self.pending.len() > self.chunk_size {
-            let mut rest = Vec::with_capacity(self.chunk_size);
+            let mut rest = crate::image::buffers::take_empty(self.chunk_size);
             rest.extend_from_slice(&self.pending[self.chunk_size..]);
             self.pending.truncate(self.chunk_size);
             std::mem::replace(&mut self.pending, rest)
         } else {
-            std::mem::replace(&mut self.pending, Vec::with_capacity(self.chunk_size))
+            std::mem::replace(&mut self.pending, crate::image::buffers::take_empty(self.chunk_size))
         };
         self.delivered += chunk.len() as u64;
         chunk
