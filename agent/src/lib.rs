@@ -9,6 +9,7 @@ pub mod cmdline;
 pub mod commands;
 pub mod config;
 pub mod disk;
+pub mod erase;
 pub mod executor;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;

@@ -59,6 +59,8 @@ pub struct ApiDeps {
     pub version: String,
     /// Download settings for image writes (the agent's CA, `ipa-insecure`, retry flags).
     pub image_http: crate::image::source::HttpOptions,
+    /// The agent's erase settings.
+    pub erase: crate::erase::run::EraseConfig,
 }
 
 /// Control of a running API after [`build`].
@@ -121,6 +123,7 @@ pub fn build(deps: ApiDeps) -> (axum::Router, ApiHandle) {
         power: deps.power.clone(),
         logs: deps.logs,
         deploy: crate::commands::deploy::DeployContext::new(deps.image_http),
+        erase: deps.erase,
         #[cfg(test)]
         test_gate: test_gate.clone(),
     };

@@ -86,6 +86,7 @@ async fn start(
         logs: logs.clone(),
         version: "0.1.0".into(),
         image_http: crate::image::source::HttpOptions::default(),
+        erase: crate::erase::run::EraseConfig::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -400,6 +400,8 @@ pub struct CommandContext {
     pub logs: Arc<LogBuffer>,
     /// Image-writing settings and what has been written.
     pub deploy: DeployContext,
+    /// The agent's erase settings.
+    pub erase: crate::erase::run::EraseConfig,
     /// Released by tests to let `system.test_block` finish.
     #[cfg(test)]
     pub test_gate: Arc<tokio::sync::Semaphore>,
