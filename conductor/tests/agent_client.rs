@@ -104,6 +104,7 @@ impl Agent {
             logs: Arc::new(LogBuffer::new(64 * 1024)),
             version: "0.1.0".into(),
             image_http: Default::default(),
+            erase: Default::default(),
         });
         let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
