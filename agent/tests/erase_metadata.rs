@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use ferric_agent::erase::metadata;
-use ferric_agent::erase::run::{erase_devices_metadata, EraseConfig};
+use ferric_agent::erase::run::{erase_devices, erase_devices_metadata, EraseConfig};
 use ferric_agent::host::HostRoot;
 use serde_json::{json, Value};
 
@@ -399,13 +399,16 @@ fn mbr_disk_and_its_partitions_as_a_regular_file() {
 }
 
 /// A host tree whose disks `sda`… are symlinks to loop devices over seeded disk images.
+/// Each disk's `ro` attribute is the loop device's own.
 fn loop_host(root: &Path, disks: &[(String, &Loop, u64)]) -> HostRoot {
     let host = HostRoot::new(root);
     for (name, l, len) in disks {
         let sys = host.path(format!("/sys/devices/virtual/test/block/{name}"));
         std::fs::create_dir_all(&sys).unwrap();
         std::fs::write(sys.join("size"), format!("{}\n", len / 512)).unwrap();
-        std::fs::write(sys.join("ro"), "0\n").unwrap();
+        let kname = l.0.trim_start_matches("/dev/");
+        let ro = std::fs::read_to_string(format!("/sys/block/{kname}/ro")).unwrap();
+        std::fs::write(sys.join("ro"), ro).unwrap();
         std::fs::create_dir_all(host.path("/sys/block")).unwrap();
         std::os::unix::fs::symlink(&sys, host.path(format!("/sys/block/{name}"))).unwrap();
         std::fs::create_dir_all(host.path("/dev")).unwrap();
@@ -484,4 +487,63 @@ fn metadata_erase_of_eight_disks() {
     }
     let last = published.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last["erasing"]["/dev/sda"]["done"], last["erasing"]["/dev/sda"]["total"]);
+}
+
+#[test]
+fn read_only_loop_device_fails_or_is_skipped() {
+    if let Some(why) = missing(&["losetup"]) {
+        println!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (rw_img, ro_img) = (dir.path().join("rw.img"), dir.path().join("ro.img"));
+    for img in [&rw_img, &ro_img] {
+        sparse(img, 8 * MIB);
+        write_at(img, 0, b"XFSB");
+    }
+    let rw = Loop::attach(&rw_img, None, false);
+    let ro = Loop::attach(&ro_img, None, true);
+    let root = tempfile::tempdir().unwrap();
+    let host = loop_host(
+        root.path(),
+        &[("sda".to_owned(), &rw, 8 * MIB), ("sdb".to_owned(), &ro, 8 * MIB)],
+    );
+    let sink = |_: Value| {};
+    let err = erase_devices_metadata(&host, None, &EraseConfig::default(), &sink).unwrap_err();
+    let text = ferric_agent::erase::devices::error_chain(&err);
+    assert!(text.contains("read-only devices cannot be erased: /dev/sdb"), "{text}");
+    assert_eq!(read_at(&rw_img, 0, 4), b"XFSB", "nothing is erased when the step fails");
+
+    let node = json!({"driver_internal_info": {"agent_erase_skip_read_only": true}});
+    let out = erase_devices_metadata(&host, Some(&node), &EraseConfig::default(), &sink).unwrap();
+    assert_eq!(out["/dev/sda"]["signatures_removed"][0]["name"], "xfs");
+    assert!(out["skipped_devices"]["/dev/sdb"].as_str().unwrap().starts_with("read-only"));
+    drop((rw, ro));
+    assert_eq!(read_at(&rw_img, 0, 4), [0u8; 4]);
+    assert_eq!(read_at(&ro_img, 0, 4), b"XFSB");
+}
+
+#[test]
+fn erase_devices_zero_fills_a_loop_device_and_verifies_it() {
+    if let Some(why) = missing(&["losetup"]) {
+        println!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let len = 64 * MIB;
+    std::fs::write(&img, vec![0x5au8; len as usize]).unwrap();
+    let l = Loop::attach(&img, None, false);
+    let root = tempfile::tempdir().unwrap();
+    let host = loop_host(root.path(), &[("sda".to_owned(), &l, len)]);
+    let node = json!({"driver_internal_info": {"agent_erase_devices_iterations": 0}});
+    let sink = |_: Value| {};
+    let out = erase_devices(&host, Some(&node), &EraseConfig::default(), &sink).unwrap();
+    let report = &out["/dev/sda"];
+    assert_eq!(report["method"], "zero_fill", "{report}");
+    assert_eq!(report["verification"]["outcome"], "verified", "{report}");
+    assert_eq!(report["bytes"], len);
+    drop(l);
+    let data = std::fs::read(&img).unwrap();
+    assert!(data.iter().all(|&b| b == 0), "a byte survived the zero-fill");
 }

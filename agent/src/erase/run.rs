@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use super::devices::{self, DeviceSelectionError, EraseDevice, Selection};
+use super::full::{self, FullEraseError, FullEraseOptions};
 use super::metadata::{self, MetadataEraseError};
 use super::report::{DiskReport, EraseMethod, Verification};
 use crate::host::HostRoot;
@@ -43,6 +44,8 @@ pub enum EraseStepError {
     NotAvailable,
     #[error("cannot choose the devices to erase")]
     Devices(#[source] DeviceSelectionError),
+    #[error("invalid erase options")]
+    Options(#[source] FullEraseError),
     #[error("driver_internal_info.disk_erasure_concurrency must be a positive integer, not {0}")]
     Concurrency(String),
     /// One or more devices failed; each is named with its error chain.
@@ -101,22 +104,47 @@ pub fn erase_devices_metadata(
 
 /// `erase_devices`: every erasable disk with the fastest verified method.
 pub fn erase_devices(
-    _host: &HostRoot,
-    _node: Option<&Value>,
-    _config: &EraseConfig,
-    _progress: ProgressSink<'_>,
+    host: &HostRoot,
+    node: Option<&Value>,
+    config: &EraseConfig,
+    progress: ProgressSink<'_>,
 ) -> Result<Value, EraseStepError> {
-    Err(EraseStepError::NotAvailable)
+    let options = FullEraseOptions::from_node(node, config).map_err(EraseStepError::Options)?;
+    let selection = devices::select(host, node, config)?;
+    let concurrency = erasure_concurrency(node)?;
+    let results =
+        erase_each(&selection.devices, concurrency, progress, PROGRESS_INTERVAL, |dev, p| {
+            full::erase_disk(&dev.name, &dev.path, &options, p)
+                .map(|report| (report, json!({})))
+                .map_err(|e| devices::error_chain(&e))
+        });
+    finish(&selection, results)
 }
 
 /// `erase_devices_express`: hardware erase where the disk has one, metadata elsewhere.
 pub fn erase_devices_express(
-    _host: &HostRoot,
-    _node: Option<&Value>,
-    _config: &EraseConfig,
-    _progress: ProgressSink<'_>,
+    host: &HostRoot,
+    node: Option<&Value>,
+    config: &EraseConfig,
+    progress: ProgressSink<'_>,
 ) -> Result<Value, EraseStepError> {
-    Err(EraseStepError::NotAvailable)
+    let options = FullEraseOptions::from_node(node, config).map_err(EraseStepError::Options)?;
+    let selection = devices::select(host, node, config)?;
+    let concurrency = erasure_concurrency(node)?;
+    let results =
+        erase_each(&selection.devices, concurrency, progress, PROGRESS_INTERVAL, |dev, p| {
+            match full::express_erase_disk(&dev.name, &dev.path, &options, p) {
+                Ok(Some(report)) => Ok((report, json!({}))),
+                Ok(None) => {
+                    let (mut report, extra) =
+                        metadata_erase_device(dev, p).map_err(|e| devices::error_chain(&e))?;
+                    report.fallbacks.push("hardware erase: none available or usable".to_owned());
+                    Ok((report, extra))
+                }
+                Err(e) => Err(devices::error_chain(&e)),
+            }
+        });
+    finish(&selection, results)
 }
 
 /// `driver_internal_info.disk_erasure_concurrency`: how many disks are erased at once

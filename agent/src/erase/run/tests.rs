@@ -199,3 +199,45 @@ fn metadata_step_failure_names_the_device() {
         "{text}"
     );
 }
+
+#[test]
+fn full_and_express_steps_over_fixture_disks() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let built = HostBuilder::new()
+        .add_disk(DiskSpec::sata("sda", "0000:00:17.0", 8 * MIB).backing_file())
+        .add_disk(DiskSpec::sata("sdb", "0000:00:17.0", 8 * MIB).backing_file())
+        .add_disk(DiskSpec::virtio("vda", "0000:00:04.0", 8 * MIB).backing_file())
+        .file("/proc/mounts", "/dev/sda / ext4 rw 0 0\n")
+        .build(dir.path())
+        .unwrap();
+    let host = &built.host;
+    for dev in ["/dev/sda", "/dev/sdb", "/dev/vda"] {
+        std::fs::write(host.path(dev), vec![0xa5u8; 8 << 20]).unwrap();
+        ext4_magic(&host.path(dev), 0);
+    }
+    let node = json!({"driver_internal_info": {
+        "agent_erase_devices_iterations": 0, "disk_erasure_concurrency": 2}});
+    let sink = |_: Value| {};
+    let out = erase_devices(host, Some(&node), &EraseConfig::default(), &sink).unwrap();
+    for dev in ["/dev/sdb", "/dev/vda"] {
+        assert_eq!(out[dev]["method"], "zero_fill", "{dev}: {}", out[dev]);
+        assert_eq!(out[dev]["verification"]["outcome"], "verified", "{dev}");
+        assert!(std::fs::read(host.path(dev)).unwrap().iter().all(|&b| b == 0), "{dev}");
+    }
+    assert!(out.get("/dev/sda").is_none());
+    let boot = std::fs::read(host.path("/dev/sda")).unwrap();
+    assert_eq!(boot[0], 0xa5, "the mounted disk was written");
+
+    // Express: regular files have no hardware erase, so their metadata goes.
+    ext4_magic(&host.path("/dev/sdb"), 0);
+    let out = erase_devices_express(host, None, &EraseConfig::default(), &sink).unwrap();
+    assert_eq!(out["/dev/sdb"]["method"], "metadata", "{}", out["/dev/sdb"]);
+    assert_eq!(out["/dev/sdb"]["signatures_removed"][0]["name"], "ext2");
+    assert!(!has_ext4_magic(&host.path("/dev/sdb"), 0));
+    assert!(has_ext4_magic(&host.path("/dev/sda"), 0));
+
+    let bad = json!({"driver_internal_info": {"agent_erase_devices_iterations": "lots"}});
+    let err = erase_devices(host, Some(&bad), &EraseConfig::default(), &sink).unwrap_err();
+    assert!(matches!(err, EraseStepError::Options(_)), "{err:?}");
+}
