@@ -280,8 +280,7 @@ fn zero_range(file: &File, r: &Range<u64>) -> Result<(), MetadataEraseError> {
     Ok(())
 }
 
-/// The geometry a probe runs against: exposed so callers that already hold it (the
-/// special-filesystem guard) need not ask again.
+/// Length and logical sector size of an open device or file, as the probes use them.
 pub fn geometry_of(file: &File) -> Result<Geometry, MetadataEraseError> {
     disk::geometry(file).map_err(MetadataEraseError::Geometry)
 }

@@ -178,6 +178,12 @@ pub fn metadata_erase_device(
     let mut parts: Vec<_> = dev.partitions.iter().collect();
     parts.sort_by(|a, b| b.name.cmp(&a.name));
     let total = parts.len() as u64 + 1;
+    // Progress is in the device's bytes, like the other methods: each node erased counts
+    // for an equal share.
+    let size = dev.size_bytes;
+    let share = |done: u64| {
+        u64::try_from(u128::from(size) * u128::from(done) / u128::from(total)).unwrap_or(size)
+    };
     let mut targets: Vec<(&str, &std::path::Path)> =
         parts.iter().map(|p| (p.name.as_str(), p.path.as_path())).collect();
     targets.push((&dev.name, &dev.path));
@@ -185,7 +191,7 @@ pub fn metadata_erase_device(
     let mut checked = 0u64;
     let mut removed = Vec::new();
     let mut reread = Vec::new();
-    progress(0, total);
+    progress(0, size);
     for (done, (name, path)) in (1u64..).zip(targets) {
         let outcome = metadata::erase_path(path)?;
         bytes += outcome.bytes_zeroed;
@@ -196,7 +202,7 @@ pub fn metadata_erase_device(
         if let Some(e) = outcome.reread_error {
             reread.push(json!({"device": name, "error": e}));
         }
-        progress(done, total);
+        progress(share(done), size);
     }
     let report = DiskReport {
         device: dev.name.clone(),

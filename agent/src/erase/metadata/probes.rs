@@ -396,7 +396,10 @@ fn gpt(dev: &mut Dev<'_>, logical: u64) -> Result<(), MetadataEraseError> {
             }
             let offset = dev.base + at;
             dev.hits.push(Hit { signature: Signature { name: "gpt", offset }, zero });
-            if let Some(alt) = le_u64(&h, 32).checked_mul(ss).filter(|&a| a + ss <= dev.len) {
+            if let Some(alt) = le_u64(&h, 32)
+                .checked_mul(ss)
+                .filter(|&a| a.checked_add(ss).is_some_and(|e| e <= dev.len))
+            {
                 if !headers.contains(&alt) {
                     headers.push(alt);
                 }

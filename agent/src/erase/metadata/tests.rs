@@ -147,7 +147,7 @@ fn gpt_headers_and_entries_are_zeroed_and_hostile_sizes_bounded() {
     // header sector goes.
     let f = disk(len);
     put(&f, 512, &header(1, u64::MAX / 2, 2, u32::MAX, u32::MAX));
-    put(&f, 4096, &header(1, 3, u64::MAX, 4, 128));
+    put(&f, 4096, &header(1, u64::MAX / 4096, u64::MAX, 4, 128));
     let out = erase_file(&f).unwrap();
     assert_eq!(out.bytes_zeroed, 512 + 4096, "{:?}", out.removed);
 }
