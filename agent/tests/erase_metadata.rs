@@ -143,6 +143,24 @@ fn zfs_labels(image: &Path, len: u64) {
     }
 }
 
+/// A primary volume descriptor (type 1), a Joliet-style supplementary one (type 2) and
+/// the set terminator (type 255), from sector 16 of 2 KiB sectors.
+fn iso_descriptors(image: &Path) {
+    for (i, kind) in [1u8, 2, 255].into_iter().enumerate() {
+        let mut d = vec![0u8; 2048];
+        d[0] = kind;
+        d[1..6].copy_from_slice(b"CD001");
+        d[6] = 1;
+        if kind != 255 {
+            d[40..48].copy_from_slice(b"FERRIC  ");
+            // Logical block size 2048, both byte orders.
+            d[128..130].copy_from_slice(&2048u16.to_le_bytes());
+            d[130..132].copy_from_slice(&2048u16.to_be_bytes());
+        }
+        write_at(image, 0x8000 + i as u64 * 2048, &d);
+    }
+}
+
 /// What `wipefs --no-act` and `blkid -p` find on `dev` (empty when nothing).
 fn signatures_on(dev: &str) -> String {
     let wipefs = Command::new("wipefs").args(["--no-act", dev]).output().unwrap();
@@ -259,7 +277,7 @@ fn seed_gpt_disk(dir: &Path, disk: &Path) -> Vec<Part> {
             "md1.1" => md_superblock(&img, 0, 1),
             "md1.2" => md_superblock(&img, 4096, 1),
             "zfs" => zfs_labels(&img, len),
-            "iso9660" => {
+            "iso9660" if have("genisoimage") => {
                 let tree = dir.join("iso");
                 std::fs::create_dir_all(tree.join("docs")).unwrap();
                 std::fs::write(tree.join("docs/readme.txt"), "ferric").unwrap();
@@ -270,6 +288,10 @@ fn seed_gpt_disk(dir: &Path, disk: &Path) -> Vec<Part> {
                     .arg(&iso)
                     .arg(&tree));
                 std::fs::copy(&iso, &img).unwrap();
+            }
+            "iso9660" => {
+                println!("genisoimage is not installed: writing the ISO 9660 descriptors here");
+                iso_descriptors(&img);
             }
             other => panic!("no seeding for {other}"),
         }

@@ -54,7 +54,7 @@ fn disks_run_in_parallel_up_to_the_concurrency() {
         let results = erase_each(&devices, concurrency, &sink, PROGRESS_INTERVAL, |dev, p| {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(40));
+            std::thread::sleep(Duration::from_millis(150));
             p(100, 100);
             running.fetch_sub(1, Ordering::SeqCst);
             Ok((report(&dev.name), json!({})))
@@ -74,7 +74,7 @@ fn progress_is_published_while_erasing_and_at_the_end() {
     let sink = |v: Value| published.lock().unwrap().push(v);
     erase_each(&devices, 1, &sink, Duration::from_millis(10), |dev, p| {
         p(dev.size_bytes / 2, dev.size_bytes);
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(200));
         p(dev.size_bytes, dev.size_bytes);
         Ok((report(&dev.name), json!({})))
     });
