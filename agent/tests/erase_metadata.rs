@@ -483,10 +483,9 @@ fn metadata_erase_of_eight_disks() {
     let host = loop_host(root.path(), &disks);
     let published = std::sync::Mutex::new(Vec::new());
     let sink = |v: Value| published.lock().unwrap().push(v);
-    let node = json!({"driver_internal_info": {"disk_erasure_concurrency": 4}});
+    // The step as the conductor runs it: no node settings, the default concurrency.
     let started = Instant::now();
-    let result =
-        erase_devices_metadata(&host, Some(&node), &EraseConfig::default(), &sink).unwrap();
+    let result = erase_devices_metadata(&host, None, &EraseConfig::default(), &sink).unwrap();
     let took = started.elapsed();
     println!("erase_devices_metadata over 8 seeded loop-device disks: {took:?}");
     for name in &names {

@@ -274,9 +274,22 @@ pub fn select(
     }
     selection.devices.sort_by(|a, b| a.name.cmp(&b.name));
     if config.guard_special_filesystems && !flags.wipe_special_filesystems {
+        // Each check is a few latency-bound reads of one disk: the disks are read side by
+        // side, a bounded number at a time.
+        let mut checks = Vec::with_capacity(selection.devices.len());
+        for batch in selection.devices.chunks(8) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    batch.iter().map(|dev| scope.spawn(move || special_filesystem(dev))).collect();
+                for (dev, h) in batch.iter().zip(handles) {
+                    let result = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                    checks.push((dev, result));
+                }
+            });
+        }
         let mut protected = Vec::new();
-        for dev in &selection.devices {
-            if let Some(what) = special_filesystem(dev)? {
+        for (dev, result) in checks {
+            if let Some(what) = result? {
                 protected.push((dev.name.clone(), what));
             }
         }

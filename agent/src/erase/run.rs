@@ -86,7 +86,8 @@ pub type ProgressSink<'a> = &'a (dyn Fn(Value) + Sync);
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `erase_devices_metadata` over every erasable device of `host`; the result is keyed by
-/// device name.
+/// device name. Disks are done [`METADATA_CONCURRENCY`] at a time unless the node's
+/// `disk_erasure_concurrency` says otherwise.
 pub fn erase_devices_metadata(
     host: &HostRoot,
     node: Option<&Value>,
@@ -94,7 +95,7 @@ pub fn erase_devices_metadata(
     progress: ProgressSink<'_>,
 ) -> Result<Value, EraseStepError> {
     let selection = devices::select(host, node, config)?;
-    let concurrency = erasure_concurrency(node)?;
+    let concurrency = node_concurrency(node)?.unwrap_or(METADATA_CONCURRENCY);
     let results =
         erase_each(&selection.devices, concurrency, progress, PROGRESS_INTERVAL, |dev, p| {
             metadata_erase_device(dev, p).map_err(|e| devices::error_chain(&e))
@@ -147,15 +148,25 @@ pub fn erase_devices_express(
     finish(&selection, results)
 }
 
+/// Disks whose metadata is erased at once when the node does not say: a metadata erase
+/// is a few dozen small reads and writes per disk, bound by each disk's latency, so
+/// disks are best done side by side.
+pub const METADATA_CONCURRENCY: usize = 8;
+
 /// `driver_internal_info.disk_erasure_concurrency`: how many disks are erased at once
-/// (default 1). Accepts a positive integer or a string holding one.
+/// (default 1, as in IPA). Accepts a positive integer or a string holding one.
 pub fn erasure_concurrency(node: Option<&Value>) -> Result<usize, EraseStepError> {
+    Ok(node_concurrency(node)?.unwrap_or(1))
+}
+
+/// `disk_erasure_concurrency` when the node sets it.
+fn node_concurrency(node: Option<&Value>) -> Result<Option<usize>, EraseStepError> {
     let Some(v) = node
         .and_then(|n| n.get("driver_internal_info"))
         .and_then(|d| d.get("disk_erasure_concurrency"))
         .filter(|v| !v.is_null())
     else {
-        return Ok(1);
+        return Ok(None);
     };
     let n = match v {
         Value::Number(n) => n.as_u64(),
@@ -163,7 +174,7 @@ pub fn erasure_concurrency(node: Option<&Value>) -> Result<usize, EraseStepError
         _ => None,
     };
     match n.and_then(|n| usize::try_from(n).ok()) {
-        Some(n) if n >= 1 => Ok(n),
+        Some(n) if n >= 1 => Ok(Some(n)),
         _ => Err(EraseStepError::Concurrency(v.to_string())),
     }
 }
