@@ -568,3 +568,40 @@ fn erase_devices_zero_fills_a_loop_device_and_verifies_it() {
     let data = std::fs::read(&img).unwrap();
     assert!(data.iter().all(|&b| b == 0), "a byte survived the zero-fill");
 }
+
+#[test]
+fn special_filesystems_inside_partitions_are_protected() {
+    if let Some(why) = missing(&["sgdisk", "sfdisk"]) {
+        println!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ceph, bluestore) = (dir.path().join("ceph.img"), dir.path().join("bluestore.img"));
+    for img in [&ceph, &bluestore] {
+        sparse(img, 64 * MIB);
+        run(Command::new("sgdisk").args(["-n1:0:+16M", "-n2:0:+16M"]).arg(img));
+    }
+    // A partition typed Ceph OSD, and a BlueStore label inside an untyped partition.
+    run(Command::new("sgdisk").args(["-t2:4FBD7E29-9D25-41B8-AFD0-062C0CEFF05D"]).arg(&ceph));
+    let p2 = partition_ranges(&bluestore)[1].0;
+    write_at(&bluestore, p2, b"bluestore block device\n");
+    let (l1, l2) = (Loop::attach(&ceph, None, false), Loop::attach(&bluestore, None, false));
+    let root = tempfile::tempdir().unwrap();
+    let host = loop_host(
+        root.path(),
+        &[("sda".to_owned(), &l1, 64 * MIB), ("sdb".to_owned(), &l2, 64 * MIB)],
+    );
+    let sink = |_: Value| {};
+    let err = erase_devices_metadata(&host, None, &EraseConfig::default(), &sink).unwrap_err();
+    let text = ferric_agent::erase::devices::error_chain(&err);
+    assert!(text.contains("/dev/sda (partition 2 is typed Ceph OSD)"), "{text}");
+    assert!(text.contains("/dev/sdb (ceph_bluestore on partition 2)"), "{text}");
+    assert_eq!(read_at(&bluestore, p2, 9), b"bluestore");
+
+    let allow = json!({"driver_internal_info": {"wipe_special_filesystems": "true"}});
+    let out = erase_devices_metadata(&host, Some(&allow), &EraseConfig::default(), &sink).unwrap();
+    assert_eq!(out["/dev/sdb"]["signatures_removed"][0]["name"], "ceph_bluestore");
+    drop((l1, l2));
+    assert_eq!(read_at(&bluestore, p2, 9), [0u8; 9]);
+    assert_eq!(signatures_on(ceph.to_str().unwrap()), "");
+}
