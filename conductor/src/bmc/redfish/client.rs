@@ -278,7 +278,16 @@ impl Endpoint {
 
     /// Creates a session. `Ok(None)`: `auto` and the BMC has no session service.
     async fn login(&self, state: &mut AuthState) -> Result<Option<Session>, BmcError> {
-        let sessions_path = self.sessions_path().await;
+        let sessions_path = match self.sessions_path().await? {
+            Some(path) => path,
+            None if self.auth_type == AuthType::Auto => {
+                tracing::info!(bmc = %self.address,
+                    "the BMC offers no Redfish session service; using basic authentication");
+                state.basic_only = true;
+                return Ok(None);
+            }
+            None => SESSIONS_PATH.to_owned(),
+        };
         let url = self.url(&sessions_path)?;
         let body = serde_json::json!({
             "UserName": self.username.as_deref().unwrap_or_default(),
@@ -302,7 +311,7 @@ impl Endpoint {
             }
             (status, _) if self.auth_type == AuthType::Auto => {
                 tracing::info!(bmc = %self.address, %status,
-                    "no usable Redfish session service; using basic authentication");
+                    "Redfish session login failed; using basic authentication");
                 state.basic_only = true;
                 Ok(None)
             }
@@ -310,19 +319,36 @@ impl Endpoint {
         }
     }
 
-    /// The session collection named by the service root (which needs no authentication),
-    /// else the standard path.
-    async fn sessions_path(&self) -> String {
-        let Ok(url) = self.url(ROOT_PATH) else { return SESSIONS_PATH.to_owned() };
-        let root = match self.raw(Method::GET, url, None, HeaderMap::new(), None, false).await {
-            Ok(response) if response.status().is_success() => {
-                response.json::<wire::ServiceRoot>().await.ok()
+    /// The session collection the service root names, `None` when it names none. The
+    /// root needs no authentication by the standard, but some BMCs want it anyway: then
+    /// it is read with basic authentication (and rejected credentials end the login).
+    async fn sessions_path(&self) -> Result<Option<String>, BmcError> {
+        let mut reply = None;
+        for basic in [false, true] {
+            let url = self.url(ROOT_PATH)?;
+            let response =
+                match self.raw(Method::GET, url, None, HeaderMap::new(), None, basic).await {
+                    Ok(response) => Self::read(response).await,
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| self.transport_error(&e, "read the service root"))?;
+            if response.status != StatusCode::UNAUTHORIZED {
+                reply = Some(response);
+                break;
             }
-            _ => None,
+        }
+        let Some(reply) = reply else {
+            return Err(BmcError::AuthFailed { address: self.address.clone() });
         };
-        root.and_then(|r| r.links.sessions)
-            .map(|l| l.odata_id)
-            .unwrap_or_else(|| SESSIONS_PATH.to_owned())
+        if !reply.status.is_success() {
+            return Ok(None);
+        }
+        let root: wire::ServiceRoot = serde_json::from_slice(&reply.body).unwrap_or_default();
+        Ok(match (root.links.sessions, root.session_service) {
+            (Some(sessions), _) => Some(sessions.odata_id),
+            (None, Some(_)) => Some(SESSIONS_PATH.to_owned()),
+            (None, None) => None,
+        })
     }
 
     /// Sends one request and returns whatever status came back, after authentication
