@@ -140,9 +140,20 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 fn is_tls_error(err: &reqwest::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(err);
+    /// Whether `err` is a rustls error, possibly inside (nested) io::Errors, which hide
+    /// what they wrap from `source()`.
+    fn rustls_inside(err: &(dyn std::error::Error + 'static)) -> bool {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        match err.downcast_ref::<std::io::Error>().and_then(|e| e.get_ref()) {
+            Some(inner) => rustls_inside(inner),
+            None => false,
+        }
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(s) = source {
-        if s.downcast_ref::<rustls::Error>().is_some() {
+        if rustls_inside(s) {
             return true;
         }
         source = s.source();

@@ -730,7 +730,8 @@ mod tests {
             "ForceOn",
         ]);
         let only_cycle = all(&["On", "ForceOff", "PowerCycle"]);
-        let cases: [(Option<&[String]>, &[&str], Option<&str>); 6] = [
+        type Case<'a> = (Option<&'a [String]>, &'a [&'a str], Option<&'a str>);
+        let cases: [Case; 6] = [
             (Some(&sushy), &["ForceRestart", "PowerCycle"], Some("ForceRestart")),
             (Some(&only_cycle), &["ForceRestart", "PowerCycle"], Some("PowerCycle")),
             (Some(&only_cycle), &["GracefulRestart"], None),
