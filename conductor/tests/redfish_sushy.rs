@@ -231,3 +231,29 @@ async fn nothing_listening_is_unreachable_within_the_bound() {
     // One retry after 100 ms of backoff, each attempt refused at once.
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_band_inspection_and_secure_boot() {
+    let Some((sushy, bmc)) = one_system("out_of_band_inspection_and_secure_boot") else {
+        return;
+    };
+    let found = bmc.inspect().await.unwrap_or_else(|e| panic!("{e}\n{}", sushy.log()));
+    let inventory = &found.inventory;
+    assert_eq!(inventory.mac_addresses(), ["52:54:00:12:34:56"]);
+    assert_eq!(inventory.system_vendor.manufacturer, "Sushy Emulator");
+    assert_eq!(
+        inventory.boot.current_boot_mode,
+        ferric_shared::inventory::BootMode::Uefi,
+        "the emulator's systems boot in UEFI mode"
+    );
+    assert_eq!(found.secure_boot, Some(false));
+
+    bmc.set_secure_boot(true).await.unwrap();
+    assert_eq!(bmc.inspect().await.unwrap().secure_boot, Some(true));
+    bmc.set_secure_boot(false).await.unwrap();
+    assert_eq!(bmc.inspect().await.unwrap().secure_boot, Some(false));
+
+    // The fake systems have no BIOS resource.
+    let err = bmc.reset_bios_to_default().await.unwrap_err();
+    assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
+}

@@ -35,12 +35,14 @@ use super::{
 };
 
 pub mod client;
+pub mod inspect;
 pub mod settings;
 pub mod tls;
 pub mod wire;
 
 pub use client::RedfishOptions;
 use client::{Endpoint, Reply};
+pub use inspect::OobInspection;
 pub use settings::{AuthType, RedfishSettings, VerifyCa};
 
 /// The name nodes use in their `driver` field.
@@ -142,6 +144,23 @@ fn power_of(state: &str) -> Option<PowerState> {
         "Off" | "PoweringOff" => Some(PowerState::Off),
         _ => None,
     }
+}
+
+fn odata_id(link: &Value) -> Option<String> {
+    link.get("@odata.id").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The `@odata.id` of `resource[key]`.
+fn link_of(resource: &Value, key: &str) -> Option<String> {
+    resource.get(key).and_then(odata_id)
+}
+
+fn member_links(collection: &Value) -> Vec<String> {
+    collection
+        .get("Members")
+        .and_then(Value::as_array)
+        .map(|m| m.iter().filter_map(odata_id).collect())
+        .unwrap_or_default()
 }
 
 /// Endpoints are shared by BMC address and user; the rest of the settings must match
@@ -628,6 +647,123 @@ impl RedfishBmc {
             return Ok(());
         }
         self.eject_device(&device, &media, etag.as_deref()).await
+    }
+
+    /// GETs an optional resource: absent or unreadable (404, bad JSON, a BMC error) is
+    /// `None`; the BMC being unreachable, busy or refusing credentials is an error.
+    async fn optional(&self, path: Option<&str>, what: &str) -> Result<Option<Value>, BmcError> {
+        let Some(path) = path else { return Ok(None) };
+        match self.endpoint.get::<Value>(path, what).await {
+            Ok((value, _)) => Ok(Some(value)),
+            Err(e @ (BmcError::Unsupported { .. } | BmcError::Protocol { .. })) => {
+                tracing::debug!(node = %self.node, error = %e, "optional Redfish resource skipped");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The members of an optional collection, each read.
+    async fn members(&self, path: Option<&str>, what: &str) -> Result<Vec<Value>, BmcError> {
+        let Some(collection) = self.optional(path, what).await? else { return Ok(Vec::new()) };
+        let mut found = Vec::new();
+        for link in member_links(&collection) {
+            found.extend(self.optional(Some(&link), what).await?);
+        }
+        Ok(found)
+    }
+
+    /// Reads processors, memory, NICs, drives, BIOS attributes, boot mode and secure
+    /// boot into the agent's inventory shape.
+    pub async fn inspect(&self) -> Result<OobInspection, BmcError> {
+        let path = self.system_path().await?;
+        let (system, _) = self.endpoint.get::<Value>(&path, "read the system").await?;
+        let processors =
+            self.members(link_of(&system, "Processors").as_deref(), "read processors").await?;
+        let interfaces =
+            self.members(link_of(&system, "EthernetInterfaces").as_deref(), "read NICs").await?;
+        let mut drives = Vec::new();
+        for storage in self.members(link_of(&system, "Storage").as_deref(), "read storage").await? {
+            let links: Vec<String> = storage
+                .get("Drives")
+                .and_then(Value::as_array)
+                .map(|d| d.iter().filter_map(odata_id).collect())
+                .unwrap_or_default();
+            for link in links {
+                drives.extend(self.optional(Some(&link), "read a drive").await?);
+            }
+        }
+        if drives.is_empty() {
+            for simple in self
+                .members(link_of(&system, "SimpleStorage").as_deref(), "read simple storage")
+                .await?
+            {
+                if let Some(devices) = simple.get("Devices").and_then(Value::as_array) {
+                    drives.extend(devices.iter().cloned());
+                }
+            }
+        }
+        let secure_boot =
+            self.optional(link_of(&system, "SecureBoot").as_deref(), "read secure boot").await?;
+        let bios = self.optional(link_of(&system, "Bios").as_deref(), "read BIOS").await?;
+        Ok(inspect::build(&inspect::Collected {
+            system,
+            processors,
+            interfaces,
+            drives,
+            secure_boot,
+            bios,
+        }))
+    }
+
+    /// Out-of-band clean step `reset_bios_to_default`: `Bios.ResetBios`.
+    pub async fn reset_bios_to_default(&self) -> Result<(), BmcError> {
+        let path = self.system_path().await?;
+        let (system, _) = self.endpoint.get::<Value>(&path, "read the system").await?;
+        let bios_path = link_of(&system, "Bios").ok_or_else(|| BmcError::Unsupported {
+            what: format!("BIOS settings on {}", self.address()),
+        })?;
+        let (bios, _) = self.endpoint.get::<Value>(&bios_path, "read BIOS").await?;
+        let target = bios
+            .get("Actions")
+            .and_then(|a| a.get("#Bios.ResetBios"))
+            .and_then(|a| a.get("target"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{bios_path}/Actions/Bios.ResetBios"));
+        let operation = "reset BIOS to default";
+        let body = serde_json::json!({});
+        let reply = self.endpoint.call(Method::POST, &target, Some(&body), None, operation).await?;
+        self.finish(reply, operation).await
+    }
+
+    /// Out-of-band clean step `set_secure_boot`: PATCH `SecureBootEnable`.
+    pub async fn set_secure_boot(&self, enabled: bool) -> Result<(), BmcError> {
+        let path = self.system_path().await?;
+        let (system, _) = self.endpoint.get::<Value>(&path, "read the system").await?;
+        let secure_path = link_of(&system, "SecureBoot").ok_or_else(|| BmcError::Unsupported {
+            what: format!("secure boot on {}", self.address()),
+        })?;
+        let operation = "set secure boot";
+        let body = serde_json::json!({ "SecureBootEnable": enabled });
+        let mut retried = false;
+        loop {
+            let (current, etag) = self.endpoint.get::<Value>(&secure_path, operation).await?;
+            let body_etag = current.get("@odata.etag").and_then(Value::as_str);
+            let etag = wire::etag(etag.as_deref(), body_etag);
+            let reply = self
+                .endpoint
+                .send(Method::PATCH, &secure_path, Some(&body), etag.as_deref(), operation)
+                .await?;
+            if reply.status == StatusCode::PRECONDITION_FAILED && !retried {
+                retried = true;
+                continue;
+            }
+            if !reply.status.is_success() {
+                return Err(self.endpoint.status_error(&reply, reply.status, operation));
+            }
+            return self.finish(reply, operation).await;
+        }
     }
 
     /// Inserts the ISO and makes the next boot (only) boot from it.
