@@ -633,3 +633,22 @@ fn validate_speaks_ironic() {
     let registry = ferric_conductor::service::default_drivers();
     assert!(registry.get("redfish").is_some());
 }
+
+#[tokio::test]
+async fn dropping_the_driver_logs_out() {
+    let fake = Arc::new(Fake::default());
+    let address = start(Arc::clone(&fake)).await;
+    let driver = RedfishDriver::with_options(options());
+    let bmc =
+        driver.connect("n", &info(&address, json!({"redfish_auth_type": "session"}))).unwrap();
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(fake.tokens.lock().unwrap().len(), 1);
+    drop(bmc);
+    drop(driver);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while fake.logouts.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no logout after the driver was dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fake.tokens.lock().unwrap().is_empty());
+}
