@@ -427,7 +427,11 @@ impl Endpoint {
                 Ok(reply) => return Ok(reply),
                 Err(e) => {
                     let error = self.transport_error(&e, operation);
+                    // Repeating is safe when nothing reached the BMC, or for a read; an
+                    // action that may have arrived (e.g. a reset) must not run twice.
+                    let repeatable = e.is_connect() || method == Method::GET;
                     if !matches!(error, BmcError::Unreachable { .. })
+                        || !repeatable
                         || attempt >= self.options.transient_retries
                     {
                         return Err(error);
