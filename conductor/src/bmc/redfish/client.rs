@@ -387,7 +387,20 @@ impl Endpoint {
         let mut attempt = 0u32;
         loop {
             if self.wants_session(&state) && state.session.is_none() {
-                state.session = self.login(&mut state).await?;
+                match self.login(&mut state).await {
+                    Ok(session) => state.session = session,
+                    Err(BmcError::Unreachable { .. })
+                        if attempt < self.options.transient_retries =>
+                    {
+                        let wait = self.backoff(attempt);
+                        attempt += 1;
+                        tracing::debug!(bmc = %self.address, attempt, ?wait,
+                            "Redfish BMC unreachable at login; retrying");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let token = state.session.as_ref().map(|s| s.token.clone());
             let result = match self
