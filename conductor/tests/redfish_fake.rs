@@ -22,6 +22,8 @@ const USER: &str = "root";
 const PASSWORD: &str = "calvin";
 const SYSTEM: &str = "/redfish/v1/Systems/1";
 const MONITOR: &str = "/redfish/v1/TaskService/TaskMonitors/7";
+const MANAGER: &str = "/redfish/v1/Managers/BMC";
+const CD: &str = "/redfish/v1/Managers/BMC/VirtualMedia/CD1";
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -59,6 +61,9 @@ struct Fake {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+    /// The manager's CD device (image, inserted), changed by PATCH only, with its ETag.
+    cd: Mutex<(Option<String>, bool)>,
+    cd_etag: AtomicU32,
 }
 
 impl Default for Fake {
@@ -86,6 +91,8 @@ impl Default for Fake {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            cd: Mutex::new((None, false)),
+            cd_etag: AtomicU32::new(1),
         }
     }
 }
@@ -128,6 +135,7 @@ impl Fake {
                 "target": format!("{SYSTEM}/Actions/ComputerSystem.Reset"),
                 "ResetType@Redfish.AllowableValues": self.reset_types,
             }},
+            "Links": {"ManagedBy": [{"@odata.id": MANAGER}]},
         })
     }
 
@@ -246,6 +254,39 @@ impl Fake {
                 if self.reset_via_task {
                     return (StatusCode::ACCEPTED, [("location", MONITOR)]).into_response();
                 }
+                StatusCode::NO_CONTENT.into_response()
+            }
+            (Method::GET, MANAGER) => axum::Json(
+                json!({"VirtualMedia": {"@odata.id": format!("{MANAGER}/VirtualMedia")}}),
+            )
+            .into_response(),
+            (Method::GET, p) if p == format!("{MANAGER}/VirtualMedia") => axum::Json(json!({
+                "Members": [{"@odata.id": format!("{MANAGER}/VirtualMedia/Floppy1")}, {"@odata.id": CD}]
+            }))
+            .into_response(),
+            (Method::GET, p) if p == format!("{MANAGER}/VirtualMedia/Floppy1") => {
+                axum::Json(json!({"MediaTypes": ["Floppy", "USBStick"], "Inserted": false}))
+                    .into_response()
+            }
+            (Method::GET, CD) => {
+                let (image, inserted) = self.cd.lock().unwrap().clone();
+                let etag = format!("\"cd-{}\"", self.cd_etag.load(Ordering::SeqCst));
+                (
+                    [("etag", etag)],
+                    axum::Json(json!({"MediaTypes": ["CD", "DVD"], "Image": image, "Inserted": inserted})),
+                )
+                    .into_response()
+            }
+            (Method::PATCH, CD) => {
+                let etag = format!("\"cd-{}\"", self.cd_etag.load(Ordering::SeqCst));
+                if headers.get("if-match").and_then(|v| v.to_str().ok()) != Some(etag.as_str()) {
+                    return error_reply(StatusCode::PRECONDITION_FAILED, "stale ETag");
+                }
+                let patch: Value = serde_json::from_slice(body).unwrap_or_default();
+                let mut cd = self.cd.lock().unwrap();
+                cd.0 = patch["Image"].as_str().map(str::to_owned);
+                cd.1 = patch["Inserted"].as_bool().unwrap_or(cd.0.is_some());
+                self.cd_etag.fetch_add(1, Ordering::SeqCst);
                 StatusCode::NO_CONTENT.into_response()
             }
             (Method::GET, MONITOR) => {
@@ -651,4 +692,39 @@ async fn dropping_the_driver_logs_out() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(fake.tokens.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn virtual_media_of_the_manager_by_patch_with_etags() {
+    let fake = Arc::new(Fake::default());
+    let address = start(Arc::clone(&fake)).await;
+    let driver = RedfishDriver::with_options(options());
+    let bmc = driver.connect_redfish("n", &info(&address, json!({}))).unwrap();
+    let url = "http://10.0.0.1/deploy.iso";
+    bmc.boot_from_virtual_media(url).await.unwrap();
+    let status = bmc.virtual_media().await.unwrap();
+    assert_eq!(status.device, CD, "the CD, not the floppy");
+    assert_eq!(status.image.as_deref(), Some(url));
+    assert!(status.inserted);
+    assert_eq!(*fake.boot.lock().unwrap(), ("Cd".to_owned(), "Once".to_owned()));
+
+    // Replacing the media ejects first, each PATCH with the device's current ETag.
+    bmc.insert_virtual_media("http://10.0.0.1/other.iso").await.unwrap();
+    let patches: Vec<Option<String>> = fake
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == Method::PATCH && s.path == CD)
+        .map(|s| s.if_match.clone())
+        .collect();
+    assert_eq!(
+        patches,
+        [Some("\"cd-1\"".into()), Some("\"cd-2\"".into()), Some("\"cd-3\"".into())]
+    );
+    assert_eq!(fake.cd.lock().unwrap().0.as_deref(), Some("http://10.0.0.1/other.iso"));
+
+    bmc.eject_virtual_media().await.unwrap();
+    assert_eq!(*fake.cd.lock().unwrap(), (None, false));
+    assert!(!bmc.virtual_media().await.unwrap().inserted);
 }
