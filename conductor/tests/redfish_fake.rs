@@ -64,6 +64,7 @@ struct Fake {
     /// The manager's CD device (image, inserted), changed by PATCH only, with its ETag.
     cd: Mutex<(Option<String>, bool)>,
     cd_etag: AtomicU32,
+    bios_resets: AtomicU32,
 }
 
 impl Default for Fake {
@@ -93,6 +94,7 @@ impl Default for Fake {
             seen: Mutex::new(Vec::new()),
             cd: Mutex::new((None, false)),
             cd_etag: AtomicU32::new(1),
+            bios_resets: AtomicU32::new(0),
         }
     }
 }
@@ -136,6 +138,11 @@ impl Fake {
                 "ResetType@Redfish.AllowableValues": self.reset_types,
             }},
             "Links": {"ManagedBy": [{"@odata.id": MANAGER}]},
+            "Manufacturer": "Fabrikam", "Model": "R-1", "SerialNumber": "SN-42",
+            "MemorySummary": {"TotalSystemMemoryGiB": 4},
+            "Processors": {"@odata.id": format!("{SYSTEM}/Processors")},
+            "Storage": {"@odata.id": format!("{SYSTEM}/Storage")},
+            "Bios": {"@odata.id": format!("{SYSTEM}/Bios")},
         })
     }
 
@@ -254,6 +261,37 @@ impl Fake {
                 if self.reset_via_task {
                     return (StatusCode::ACCEPTED, [("location", MONITOR)]).into_response();
                 }
+                StatusCode::NO_CONTENT.into_response()
+            }
+            (Method::GET, p) if p == format!("{SYSTEM}/Processors") => axum::Json(json!({
+                "Members": [{"@odata.id": format!("{SYSTEM}/Processors/CPU0")},
+                            {"@odata.id": format!("{SYSTEM}/Processors/Gone")}]
+            }))
+            .into_response(),
+            (Method::GET, p) if p == format!("{SYSTEM}/Processors/CPU0") => axum::Json(json!({
+                "ProcessorType": "CPU", "ProcessorArchitecture": "ARM", "InstructionSet": "ARM-A64",
+                "Model": "Neoverse-N1", "TotalThreads": 80
+            }))
+            .into_response(),
+            (Method::GET, p) if p == format!("{SYSTEM}/Storage") => axum::Json(json!({
+                "Members": [{"@odata.id": format!("{SYSTEM}/Storage/RAID")}]
+            }))
+            .into_response(),
+            (Method::GET, p) if p == format!("{SYSTEM}/Storage/RAID") => axum::Json(json!({
+                "Drives": [{"@odata.id": format!("{SYSTEM}/Storage/RAID/Drives/0")}]
+            }))
+            .into_response(),
+            (Method::GET, p) if p == format!("{SYSTEM}/Storage/RAID/Drives/0") => axum::Json(
+                json!({"Id": "0", "CapacityBytes": 480103981056u64, "MediaType": "SSD"}),
+            )
+            .into_response(),
+            (Method::GET, p) if p == format!("{SYSTEM}/Bios") => axum::Json(json!({
+                "Attributes": {"BootMode": "Uefi"},
+                "Actions": {"#Bios.ResetBios": {"target": format!("{SYSTEM}/Bios/Actions/Bios.ResetBios")}}
+            }))
+            .into_response(),
+            (Method::POST, p) if p == format!("{SYSTEM}/Bios/Actions/Bios.ResetBios") => {
+                self.bios_resets.fetch_add(1, Ordering::SeqCst);
                 StatusCode::NO_CONTENT.into_response()
             }
             (Method::GET, MANAGER) => axum::Json(
@@ -727,4 +765,30 @@ async fn virtual_media_of_the_manager_by_patch_with_etags() {
     bmc.eject_virtual_media().await.unwrap();
     assert_eq!(*fake.cd.lock().unwrap(), (None, false));
     assert!(!bmc.virtual_media().await.unwrap().inserted);
+}
+
+#[tokio::test]
+async fn inspection_reads_processors_drives_and_bios_and_bios_resets() {
+    let fake = Arc::new(Fake::default());
+    let address = start(Arc::clone(&fake)).await;
+    let driver = RedfishDriver::with_options(options());
+    let bmc = driver.connect_redfish("n", &info(&address, json!({}))).unwrap();
+    let found = bmc.inspect().await.unwrap();
+    let inventory = &found.inventory;
+    // A processor link that answers 404 is skipped, not fatal.
+    assert_eq!((inventory.cpu.count, inventory.cpu.socket_count), (80, 1));
+    assert_eq!(inventory.cpu.architecture, "aarch64");
+    assert_eq!(inventory.cpu.model_name.as_deref(), Some("Neoverse-N1"));
+    assert_eq!(inventory.disks.len(), 1);
+    assert_eq!((inventory.disks[0].size, inventory.disks[0].rotational), (480103981056, false));
+    assert_eq!(inventory.memory.physical_mb, Some(4096));
+    assert_eq!(inventory.system_vendor.serial_number, "SN-42");
+    assert_eq!(found.bios_attributes["BootMode"], "Uefi");
+    // This BMC has no SecureBoot resource.
+    assert_eq!(found.secure_boot, None);
+    let err = bmc.set_secure_boot(true).await.unwrap_err();
+    assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
+
+    bmc.reset_bios_to_default().await.unwrap();
+    assert_eq!(fake.bios_resets.load(Ordering::SeqCst), 1);
 }
