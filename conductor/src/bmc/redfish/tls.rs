@@ -100,7 +100,10 @@ pub fn client_config(verify_ca: &VerifyCa) -> Result<ClientConfig, RedfishTlsErr
         }
         VerifyCa::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider: provider() }))
+            .with_custom_certificate_verifier(Arc::new(BmcVerifier {
+                trust: Trust::Any,
+                provider: provider(),
+            }))
             .with_no_client_auth(),
         VerifyCa::Path(path) => {
             let certs = load_certs(path)?;
@@ -119,7 +122,10 @@ pub fn client_config(verify_ca: &VerifyCa) -> Result<ClientConfig, RedfishTlsErr
                         })?,
                 )
             };
-            let verifier = PinnedOrChained { pinned: certs, webpki, provider: provider() };
+            let verifier = BmcVerifier {
+                trust: Trust::PinnedOrChained { pinned: certs, webpki },
+                provider: provider(),
+            };
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -157,57 +163,27 @@ fn verify_tls13(
     )
 }
 
-/// `redfish_verify_ca = false`: any certificate, but the server must hold its key.
+/// What a BMC's certificate is checked against. Either way the server must prove it
+/// holds the certificate's key (the handshake signatures are verified).
 #[derive(Debug)]
-struct AnyCertificate {
+enum Trust {
+    /// `redfish_verify_ca = false`: any certificate.
+    Any,
+    /// `redfish_verify_ca = <path>`: one of the file's certificates exactly, or a chain
+    /// to one of them.
+    PinnedOrChained {
+        pinned: Vec<CertificateDer<'static>>,
+        webpki: Option<Arc<WebPkiServerVerifier>>,
+    },
+}
+
+#[derive(Debug)]
+struct BmcVerifier {
+    trust: Trust,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12(&self.provider, message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13(&self.provider, message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `redfish_verify_ca = <path>`: the server's certificate is one of the file's
-/// certificates exactly, or chains to one of them.
-#[derive(Debug)]
-struct PinnedOrChained {
-    pinned: Vec<CertificateDer<'static>>,
-    webpki: Option<Arc<WebPkiServerVerifier>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedOrChained {
+impl ServerCertVerifier for BmcVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -216,10 +192,13 @@ impl ServerCertVerifier for PinnedOrChained {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.pinned.iter().any(|pin| pin.as_ref() == end_entity.as_ref()) {
+        let Trust::PinnedOrChained { pinned, webpki } = &self.trust else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        if pinned.iter().any(|pin| pin.as_ref() == end_entity.as_ref()) {
             return Ok(ServerCertVerified::assertion());
         }
-        match &self.webpki {
+        match webpki {
             Some(webpki) => webpki.verify_server_cert(
                 end_entity,
                 intermediates,
