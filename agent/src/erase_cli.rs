@@ -6,13 +6,15 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::erase::devices::{EraseDevice, PartitionDevice};
 use crate::erase::full::{self, FullEraseOptions};
 use crate::erase::metadata;
 use crate::erase::report::{DiskReport, EraseMethod, Verification};
+use crate::erase::run::metadata_erase_device;
 use crate::host::HostRoot;
 use crate::image::progress::Progress;
 use crate::write_image_cli::progress_line;
@@ -269,34 +271,36 @@ pub fn erase_one(
                 return Ok(report);
             }
             progress.set_phase("metadata erase");
-            metadata_report(&name, path)
+            metadata_report(host, &name, path)
         }
         EraseMode::Metadata => {
             progress.set_phase("metadata erase");
-            metadata_report(&name, path)
+            metadata_report(host, &name, path)
         }
     }
 }
 
-fn metadata_report(name: &str, path: &Path) -> Result<DiskReport, EraseCliError> {
-    let started = Instant::now();
-    let outcome = metadata::erase_path(path)?;
-    let mut fallbacks = Vec::new();
-    if let Some(e) = &outcome.reread_error {
-        fallbacks.push(format!("re-reading the partition table failed: {e}"));
+/// The metadata erase of the erase steps, over `path` and the partitions the kernel
+/// knows for it (a regular file has none; its own table is still read by the erase).
+fn metadata_report(host: &HostRoot, name: &str, path: &Path) -> Result<DiskReport, EraseCliError> {
+    let mut partitions = Vec::new();
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.file_type().is_block_device() {
+            let dir = format!("/sys/dev/block/{}", rdev_text(meta.rdev()));
+            let mut names = host.list_dir(&dir).unwrap_or_default();
+            names.retain(|n| host.exists(format!("{dir}/{n}/partition")));
+            names.sort();
+            for part in names {
+                let part_path = host.path(format!("/dev/{part}"));
+                partitions.push(PartitionDevice { name: format!("/dev/{part}"), path: part_path });
+            }
+        }
     }
-    Ok(DiskReport {
-        device: name.to_owned(),
-        method: EraseMethod::Metadata,
-        duration_s: started.elapsed().as_secs_f64(),
-        bytes: outcome.bytes_zeroed,
-        passes: 1,
-        verification: Verification::Verified {
-            samples: u32::try_from(outcome.removed.len()).unwrap_or(u32::MAX),
-            bytes_checked: outcome.bytes_verified,
-        },
-        fallbacks,
-    })
+    let size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let device =
+        EraseDevice { name: name.to_owned(), path: path.to_owned(), size_bytes, partitions };
+    let (report, _details) = metadata_erase_device(&device, &|_, _| {})?;
+    Ok(report)
 }
 
 /// Erases every device in turn, showing progress on stderr.
