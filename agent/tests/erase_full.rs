@@ -314,3 +314,51 @@ fn cli_metadata_erase_removes_a_filesystem_signature_and_keeps_data() {
     File::open(&file).unwrap().read_exact_at(&mut buf, marker_at).unwrap();
     assert_eq!(&buf, b"MARKER");
 }
+
+/// The in-use check reads the host's mount table, swaps and sysfs through the host root:
+/// a fake root makes a loop device of ours look mounted, swapped on or held.
+#[test]
+fn devices_the_system_uses_are_refused() {
+    use ferric_agent::erase_cli::{check_not_in_use, EraseCliError};
+    use ferric_agent::host::HostRoot;
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let backing = patterned(dir.path(), "disk", 2 * MIB);
+    let Some(dev) = LoopDevice::attach(&backing, false) else { return };
+    let rdev = std::fs::metadata(&dev.path).unwrap().rdev();
+    let number = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
+    let root = dir.path().join("root");
+    let sys = root.join(format!("sys/dev/block/{number}"));
+    std::fs::create_dir_all(root.join("proc/self")).unwrap();
+    std::fs::create_dir_all(sys.join("holders")).unwrap();
+    // A partition of the device, as sysfs shows it.
+    std::fs::create_dir_all(sys.join("loopXp1")).unwrap();
+    std::fs::write(sys.join("loopXp1/partition"), "1\n").unwrap();
+    std::fs::write(sys.join("loopXp1/dev"), "259:77\n").unwrap();
+    let host = HostRoot::new(&root);
+    let mountinfo = root.join("proc/self/mountinfo");
+
+    std::fs::write(&mountinfo, "22 1 0:21 / /proc rw - proc proc rw\n").unwrap();
+    check_not_in_use(&host, &dev.path).unwrap();
+
+    let table = [
+        (format!("30 1 {number} / /srv rw - ext4 /dev/x rw\n"), "mounted on /srv"),
+        ("31 1 259:77 / /boot rw - vfat /dev/x rw\n".to_owned(), "259:77 is mounted on /boot"),
+    ];
+    for (line, expected) in table {
+        std::fs::write(&mountinfo, line).unwrap();
+        match check_not_in_use(&host, &dev.path) {
+            Err(e @ EraseCliError::InUse { .. }) => {
+                assert!(e.to_string().contains(expected), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    std::fs::write(&mountinfo, "").unwrap();
+    std::fs::create_dir(sys.join("holders/dm-0")).unwrap();
+    let err = check_not_in_use(&host, &dev.path).unwrap_err();
+    assert!(err.to_string().contains("used by dm-0"), "{err}");
+    drop(dev);
+    assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b != 0));
+}
