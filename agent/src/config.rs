@@ -167,7 +167,9 @@ pub enum ConfigError {
     UnknownFlag(String),
     #[error("flag --{0} needs a value")]
     MissingFlagValue(String),
-    #[error("unexpected argument {0:?}: the subcommands are `inventory` and `write-image`")]
+    #[error(
+        "unexpected argument {0:?}: the subcommands are `inventory`, `write-image` and `erase`"
+    )]
     UnexpectedArgument(String),
     #[error("cannot read the kernel command line from {}", path.display())]
     ReadCmdline {
@@ -472,6 +474,7 @@ pub fn usage() -> String {
     let mut out = String::from(
         "Usage: ferric-agent [inventory] [FLAGS]\n\
          Or:    ferric-agent write-image --help\n\
+         Or:    ferric-agent erase --help\n\
          \n\
          Runs the deploy agent, or with `inventory` prints this machine's hardware\n\
          inventory as JSON. Parameters are read from the kernel command line\n\
