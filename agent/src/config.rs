@@ -70,6 +70,12 @@ pub struct AgentConfig {
     /// `ipa-image-download-connection-timeout` (default 60 s): an image download that
     /// delivers no byte for this long has stalled.
     pub image_download_timeout: Duration,
+    /// `ipa-enable-discard-erase` (default false): `erase_devices` may use a verified
+    /// secure discard before falling back to zero-fill.
+    pub enable_discard_erase: bool,
+    /// `ipa-guard-special-filesystems` (default true): erase steps refuse disks holding
+    /// special filesystems (Ceph and the like) unless the node allows wiping them.
+    pub guard_special_filesystems: bool,
 }
 
 fn url_strings(urls: &[reqwest::Url]) -> Vec<&str> {
@@ -99,6 +105,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("ca_file", &self.ca_file)
             .field("host_root", &self.host_root)
             .field("image_download_retries", &self.image_download_retries)
+            .field("enable_discard_erase", &self.enable_discard_erase)
+            .field("guard_special_filesystems", &self.guard_special_filesystems)
             .field("image_download_retry_interval", &self.image_download_retry_interval)
             .field("image_download_timeout", &self.image_download_timeout)
             .finish()
@@ -131,6 +139,8 @@ impl Default for AgentConfig {
             image_download_retries: 9,
             image_download_retry_interval: Duration::from_secs(10),
             image_download_timeout: Duration::from_secs(60),
+            enable_discard_erase: false,
+            guard_special_filesystems: true,
         }
     }
 }
@@ -417,6 +427,20 @@ const PARAMS: &[Param] = &[
         },
     },
     Param {
+        name: "ipa-enable-discard-erase",
+        kind: Kind::Bool,
+        default: "false",
+        help: "let erase_devices use a verified secure discard before zero-fill",
+        apply: |c, v| parse_bool_value(v).map(|x| c.enable_discard_erase = x),
+    },
+    Param {
+        name: "ipa-guard-special-filesystems",
+        kind: Kind::Bool,
+        default: "true",
+        help: "refuse to erase disks holding special filesystems (Ceph, ...) unless allowed",
+        apply: |c, v| parse_bool_value(v).map(|x| c.guard_special_filesystems = x),
+    },
+    Param {
         name: "ipa-image-download-connection-retries",
         kind: Kind::Count,
         default: "9",
@@ -604,6 +628,14 @@ fn read_kernel_params(
 }
 
 impl AgentConfig {
+    /// The erase settings every erase step starts from; the node adds its own.
+    pub fn erase_config(&self) -> crate::erase::run::EraseConfig {
+        crate::erase::run::EraseConfig {
+            enable_discard_erase: self.enable_discard_erase,
+            guard_special_filesystems: self.guard_special_filesystems,
+        }
+    }
+
     /// Builds the configuration from named parameters (kernel command line already
     /// overlaid by flags). Unknown names are ignored, as IPA ignores kernel parameters
     /// meant for others; every malformed value is reported, not just the first.
@@ -798,6 +830,9 @@ mod tests {
         assert_eq!(c.image_download_retries, 9);
         assert_eq!(c.image_download_retry_interval, Duration::from_secs(10));
         assert_eq!(c.image_download_timeout, Duration::from_secs(60));
+        assert!(!c.enable_discard_erase);
+        assert!(c.guard_special_filesystems);
+        assert_eq!(c.erase_config(), crate::erase::run::EraseConfig::default());
     }
 
     type Check = fn(&AgentConfig) -> bool;
@@ -849,6 +884,10 @@ mod tests {
                 c.http_request_timeout == Duration::from_secs(45)
             }),
             ("ipa-enable-auto-tls", "0", |c| !c.enable_auto_tls),
+            ("ipa-enable-discard-erase", "1", |c| c.erase_config().enable_discard_erase),
+            ("ipa-guard-special-filesystems", "false", |c| {
+                !c.erase_config().guard_special_filesystems
+            }),
             ("ipa-ca-file", "/etc/ferric/ca.pem", |c| {
                 c.ca_file.as_deref() == Some(std::path::Path::new("/etc/ferric/ca.pem"))
             }),

@@ -91,7 +91,7 @@ pub async fn run(config: AgentConfig, logs: Arc<LogBuffer>) -> Result<(), RunErr
         logs,
         version: AGENT_VERSION.to_owned(),
         image_http: config.image_http_options(),
-        erase: crate::erase::run::EraseConfig::default(),
+        erase: config.erase_config(),
     });
     let server = tokio::spawn(api::serve(listener, server_tls, app, handle.stopped()));
 

@@ -121,7 +121,7 @@ impl fmt::Display for RejectedList<'_> {
 }
 
 /// A disk seen through the hint matcher.
-struct Candidate<'a>(&'a BlockDevice);
+pub(crate) struct Candidate<'a>(pub(crate) &'a BlockDevice);
 
 impl HintTarget for Candidate<'_> {
     fn hint_device(&self) -> HintDevice<'_> {
@@ -212,16 +212,16 @@ fn is_set(v: &Value) -> bool {
 }
 
 /// `sda` for `/dev/sda`.
-fn kernel_name(device: &str) -> &str {
+pub(crate) fn kernel_name(device: &str) -> &str {
     device.rsplit('/').next().unwrap_or(device)
 }
 
-fn is_read_only(host: &HostRoot, kernel_name: &str) -> bool {
+pub(crate) fn is_read_only(host: &HostRoot, kernel_name: &str) -> bool {
     host.read_attr(format!("/sys/block/{kernel_name}/ro")).as_deref() == Some("1")
 }
 
 /// Disks the running system uses, by kernel name, with how they are used.
-fn in_use_disks(host: &HostRoot, all: &[BlockDevice]) -> BTreeMap<String, String> {
+pub(crate) fn in_use_disks(host: &HostRoot, all: &[BlockDevice]) -> BTreeMap<String, String> {
     // Every whole-disk and partition kernel name, mapped to its disk.
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
     for disk in all {
