@@ -664,6 +664,18 @@ async fn step_commands_have_ipa_shapes() {
         "clean step deploy.clean_uefi_nvram is not offered by this agent"
     );
 
+    std::fs::create_dir_all(a.host.path("/sys/fs/pstore")).unwrap();
+    std::fs::write(a.host.path("/sys/fs/pstore/dmesg-efi-1"), "Oops").unwrap();
+    let pstore = json!({"interface": "deploy", "step": "erase_pstore", "args": {}});
+    let r = a.command("clean.execute_clean_step", json!({"step": pstore}), true).await;
+    assert_eq!(r.body["command_status"], "SUCCEEDED", "{}", r.body);
+    assert_eq!(
+        r.body["command_result"],
+        json!({"clean_result": {"pstore_dir": "/sys/fs/pstore", "removed": ["dmesg-efi-1"]},
+               "clean_step": pstore})
+    );
+    assert!(!a.host.path("/sys/fs/pstore/dmesg-efi-1").exists());
+
     // A burn-in reads its settings from the node sent with the step.
     let cpu = json!({"interface": "deploy", "step": "burnin_cpu", "args": {}});
     let node = json!({"driver_info": {"agent_burnin_cpu_timeout": "0.05",
@@ -692,7 +704,7 @@ async fn step_commands_have_ipa_shapes() {
     let r = a.command("standby.get_partition_uuids", json!({}), true).await;
     assert_eq!(r.body["command_status"], "SUCCEEDED");
     assert_eq!(r.body["command_result"], json!({}));
-    assert_eq!(a.list().await.len(), 9);
+    assert_eq!(a.list().await.len(), 10);
 }
 
 #[tokio::test]

@@ -389,7 +389,9 @@ async fn run_blocking_step(
                 erase::erase_devices_express(&host, node, &config, &progress)
                     .map_err(CommandFailure::Erase)
             }
-            StepAction::ErasePstore => erase_pstore(&host).map_err(CommandFailure::Erase),
+            StepAction::ErasePstore => {
+                crate::erase::pstore::erase_pstore(&host).map_err(CommandFailure::Erase)
+            }
             StepAction::BurninCpu => {
                 crate::burnin::cpu::burnin_cpu(node).map_err(CommandFailure::Burnin)
             }
@@ -406,11 +408,6 @@ async fn run_blocking_step(
     })
     .await
     .map_err(CommandFailure::Task)?
-}
-
-/// `erase_pstore`, until the pstore eraser lands in [`crate::erase::pstore`].
-fn erase_pstore(_host: &crate::host::HostRoot) -> Result<Value, crate::erase::run::EraseStepError> {
-    Err(crate::erase::run::EraseStepError::NotAvailable)
 }
 
 fn prepare_env<'a>(ctx: &'a CommandContext, live: &'a LiveResult) -> PrepareEnv<'a> {
