@@ -7,6 +7,9 @@ use serde_json::Value;
 use super::table::{cell, Table};
 use crate::orchestrate::clean::ERASE_REPORT_KEY;
 
+/// The entry of a step result that lists the devices the step did not erase.
+const SKIPPED_KEY: &str = "skipped_devices";
+
 /// Bytes in binary units, with the exact count.
 fn bytes_text(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -55,6 +58,14 @@ pub fn erase_report_table(report: &Value) -> Option<Table> {
             continue;
         };
         for (device, disk) in devices {
+            if device == SKIPPED_KEY {
+                // `{<device>: <reason>}` of the devices the step left alone.
+                for (name, reason) in disk.as_object().into_iter().flatten() {
+                    let why = format!("skipped: {}", cell(Some(reason)));
+                    table.push(vec![step.clone(), name.clone(), why]);
+                }
+                continue;
+            }
             let field = |k: &str| disk.get(k);
             let mut method = cell(field("method"));
             if let Some(fallbacks) = field("fallbacks").and_then(Value::as_array) {
@@ -133,7 +144,8 @@ mod tests {
                 "/dev/sdc": {"device": "/dev/sdc", "method": "metadata", "duration_s": 0.01,
                              "bytes": 69632, "passes": 3,
                              "verification": {"outcome": "failed", "offset": 512,
-                                              "detail": "GPT header left"}}}}}});
+                                              "detail": "GPT header left"}},
+                "skipped_devices": {"/dev/sr0": "read-only"}}}}});
         add_erase_report_row(&mut node);
         let text = node["erase_report"].as_str().unwrap();
         let rows: Vec<Vec<&str>> = text
@@ -170,6 +182,7 @@ mod tests {
                     "68.0 KiB (69632)",
                     "FAILED at byte 512: GPT header left"
                 ],
+                vec!["erase_devices_metadata", "/dev/sr0", "skipped: read-only", "", "", ""],
             ],
             "{text}"
         );
