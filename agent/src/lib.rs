@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod disk;
 pub mod erase;
+pub mod erase_cli;
 pub mod executor;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;

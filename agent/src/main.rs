@@ -14,6 +14,9 @@ use tracing_subscriber::EnvFilter;
 const LOG_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("erase") {
+        return erase(std::env::args().skip(2));
+    }
     let invocation = match config::parse_invocation(std::env::args().skip(1)) {
         Ok(i) => i,
         Err(e) => {
@@ -87,4 +90,36 @@ fn write_image(args: &ferric_agent::write_image_cli::WriteImageArgs) -> anyhow::
     let report = ferric_agent::write_image_cli::run(args)?;
     println!("{}", ferric_agent::write_image_cli::summary(&report, &args.request.target));
     Ok(())
+}
+
+fn erase(args: impl Iterator<Item = String>) -> ExitCode {
+    use ferric_agent::erase_cli::{self, EraseCommand};
+    let args = match erase_cli::parse_args(args) {
+        Ok(EraseCommand::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(EraseCommand::Erase(args)) => args,
+        Err(e) => {
+            eprintln!("ferric-agent erase: {e}");
+            eprintln!("Try 'ferric-agent erase --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_env("FERRIC_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let outcomes = erase_cli::run(&HostRoot::new("/"), &args);
+    if args.json {
+        match serde_json::to_string_pretty(&erase_cli::to_json(&outcomes)) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("ferric-agent erase: encoding the report: {e}"),
+        }
+    } else {
+        print!("{}", erase_cli::table(&outcomes));
+    }
+    if outcomes.iter().all(|o| o.result.is_ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
