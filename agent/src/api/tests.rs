@@ -334,9 +334,14 @@ async fn refused_requests_use_ipa_codes_and_record_nothing() {
             "Invalid command: Unknown command: bogus",
         ),
         (
+            json!({"name": "rescue.finalize_rescue", "params": {}}),
+            400,
+            "Invalid command: Unknown command: finalize_rescue",
+        ),
+        (
             json!({"name": "service.execute_service_step", "params": {}}),
             400,
-            "Invalid command: Unknown command: execute_service_step",
+            "Invalid command parameters: missing parameter step",
         ),
         (
             json!({"name": "clean.execute_clean_step", "params": {}}),
