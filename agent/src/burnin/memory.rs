@@ -124,6 +124,9 @@ pub struct MemoryReport {
 /// one full write-and-verify pass).
 pub fn stress(bytes: u64, workers: usize, duration: Duration) -> Result<MemoryReport, BurninError> {
     let words = usize::try_from(bytes / WORD).map_err(|_| BurninError::Allocate { bytes })?;
+    if words == 0 {
+        return Err(BurninError::TooLittleMemory { bytes });
+    }
     let mut area: Vec<u64> = Vec::new();
     area.try_reserve_exact(words).map_err(|_| BurninError::Allocate { bytes })?;
     area.resize(words, 0);
@@ -294,6 +297,11 @@ mod tests {
                                          "agent_burnin_vm_vm-bytes": "most"}});
         let err = burnin_memory(&host, Some(&bad)).unwrap_err();
         assert!(err.to_string().contains("agent_burnin_vm_vm-bytes is \"most\""), "{err}");
+
+        let tiny = json!({"driver_info": {"agent_burnin_vm_timeout": 0.01,
+                                          "agent_burnin_vm_vm-bytes": "7"}});
+        let err = burnin_memory(&host, Some(&tiny)).unwrap_err();
+        assert_eq!(err.to_string(), "7 bytes of memory is too little to test");
 
         std::fs::write(host.path("/proc/meminfo"), "MemTotal: 1 kB\n").unwrap();
         let node = json!({"driver_info": {"agent_burnin_vm_timeout": 0.01}});

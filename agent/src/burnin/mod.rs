@@ -32,6 +32,8 @@ pub enum BurninError {
     CpuErrors { workers: usize, rounds: u64, errors: u64 },
     #[error("cannot read the available memory from /proc/meminfo")]
     MemInfo,
+    #[error("{bytes} bytes of memory is too little to test")]
+    TooLittleMemory { bytes: u64 },
     #[error("cannot allocate {bytes} bytes of memory to test")]
     Allocate { bytes: u64 },
     #[error(
