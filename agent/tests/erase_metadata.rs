@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use ferric_agent::erase::metadata;
-use ferric_agent::erase::run::{erase_devices_metadata, EraseConfig};
+use ferric_agent::erase::run::{erase_devices, erase_devices_metadata, EraseConfig};
 use ferric_agent::host::HostRoot;
 use serde_json::{json, Value};
 
@@ -143,6 +143,24 @@ fn zfs_labels(image: &Path, len: u64) {
     }
 }
 
+/// A primary volume descriptor (type 1), a Joliet-style supplementary one (type 2) and
+/// the set terminator (type 255), from sector 16 of 2 KiB sectors.
+fn iso_descriptors(image: &Path) {
+    for (i, kind) in [1u8, 2, 255].into_iter().enumerate() {
+        let mut d = vec![0u8; 2048];
+        d[0] = kind;
+        d[1..6].copy_from_slice(b"CD001");
+        d[6] = 1;
+        if kind != 255 {
+            d[40..48].copy_from_slice(b"FERRIC  ");
+            // Logical block size 2048, both byte orders.
+            d[128..130].copy_from_slice(&2048u16.to_le_bytes());
+            d[130..132].copy_from_slice(&2048u16.to_be_bytes());
+        }
+        write_at(image, 0x8000 + i as u64 * 2048, &d);
+    }
+}
+
 /// What `wipefs --no-act` and `blkid -p` find on `dev` (empty when nothing).
 fn signatures_on(dev: &str) -> String {
     let wipefs = Command::new("wipefs").args(["--no-act", dev]).output().unwrap();
@@ -259,7 +277,7 @@ fn seed_gpt_disk(dir: &Path, disk: &Path) -> Vec<Part> {
             "md1.1" => md_superblock(&img, 0, 1),
             "md1.2" => md_superblock(&img, 4096, 1),
             "zfs" => zfs_labels(&img, len),
-            "iso9660" => {
+            "iso9660" if have("genisoimage") => {
                 let tree = dir.join("iso");
                 std::fs::create_dir_all(tree.join("docs")).unwrap();
                 std::fs::write(tree.join("docs/readme.txt"), "ferric").unwrap();
@@ -270,6 +288,10 @@ fn seed_gpt_disk(dir: &Path, disk: &Path) -> Vec<Part> {
                     .arg(&iso)
                     .arg(&tree));
                 std::fs::copy(&iso, &img).unwrap();
+            }
+            "iso9660" => {
+                println!("genisoimage is not installed: writing the ISO 9660 descriptors here");
+                iso_descriptors(&img);
             }
             other => panic!("no seeding for {other}"),
         }
@@ -399,13 +421,16 @@ fn mbr_disk_and_its_partitions_as_a_regular_file() {
 }
 
 /// A host tree whose disks `sda`… are symlinks to loop devices over seeded disk images.
+/// Each disk's `ro` attribute is the loop device's own.
 fn loop_host(root: &Path, disks: &[(String, &Loop, u64)]) -> HostRoot {
     let host = HostRoot::new(root);
     for (name, l, len) in disks {
         let sys = host.path(format!("/sys/devices/virtual/test/block/{name}"));
         std::fs::create_dir_all(&sys).unwrap();
         std::fs::write(sys.join("size"), format!("{}\n", len / 512)).unwrap();
-        std::fs::write(sys.join("ro"), "0\n").unwrap();
+        let kname = l.0.trim_start_matches("/dev/");
+        let ro = std::fs::read_to_string(format!("/sys/block/{kname}/ro")).unwrap();
+        std::fs::write(sys.join("ro"), ro).unwrap();
         std::fs::create_dir_all(host.path("/sys/block")).unwrap();
         std::os::unix::fs::symlink(&sys, host.path(format!("/sys/block/{name}"))).unwrap();
         std::fs::create_dir_all(host.path("/dev")).unwrap();
@@ -458,10 +483,9 @@ fn metadata_erase_of_eight_disks() {
     let host = loop_host(root.path(), &disks);
     let published = std::sync::Mutex::new(Vec::new());
     let sink = |v: Value| published.lock().unwrap().push(v);
-    let node = json!({"driver_internal_info": {"disk_erasure_concurrency": 4}});
+    // The step as the conductor runs it: no node settings, the default concurrency.
     let started = Instant::now();
-    let result =
-        erase_devices_metadata(&host, Some(&node), &EraseConfig::default(), &sink).unwrap();
+    let result = erase_devices_metadata(&host, None, &EraseConfig::default(), &sink).unwrap();
     let took = started.elapsed();
     println!("erase_devices_metadata over 8 seeded loop-device disks: {took:?}");
     for name in &names {
@@ -484,4 +508,100 @@ fn metadata_erase_of_eight_disks() {
     }
     let last = published.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last["erasing"]["/dev/sda"]["done"], last["erasing"]["/dev/sda"]["total"]);
+}
+
+#[test]
+fn read_only_loop_device_fails_or_is_skipped() {
+    if let Some(why) = missing(&["losetup"]) {
+        println!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (rw_img, ro_img) = (dir.path().join("rw.img"), dir.path().join("ro.img"));
+    for img in [&rw_img, &ro_img] {
+        sparse(img, 8 * MIB);
+        write_at(img, 0, b"XFSB");
+    }
+    let rw = Loop::attach(&rw_img, None, false);
+    let ro = Loop::attach(&ro_img, None, true);
+    let root = tempfile::tempdir().unwrap();
+    let host = loop_host(
+        root.path(),
+        &[("sda".to_owned(), &rw, 8 * MIB), ("sdb".to_owned(), &ro, 8 * MIB)],
+    );
+    let sink = |_: Value| {};
+    let err = erase_devices_metadata(&host, None, &EraseConfig::default(), &sink).unwrap_err();
+    let text = ferric_agent::erase::devices::error_chain(&err);
+    assert!(text.contains("read-only devices cannot be erased: /dev/sdb"), "{text}");
+    assert_eq!(read_at(&rw_img, 0, 4), b"XFSB", "nothing is erased when the step fails");
+
+    let node = json!({"driver_internal_info": {"agent_erase_skip_read_only": true}});
+    let out = erase_devices_metadata(&host, Some(&node), &EraseConfig::default(), &sink).unwrap();
+    assert_eq!(out["/dev/sda"]["signatures_removed"][0]["name"], "xfs");
+    assert!(out["skipped_devices"]["/dev/sdb"].as_str().unwrap().starts_with("read-only"));
+    drop((rw, ro));
+    assert_eq!(read_at(&rw_img, 0, 4), [0u8; 4]);
+    assert_eq!(read_at(&ro_img, 0, 4), b"XFSB");
+}
+
+#[test]
+fn erase_devices_zero_fills_a_loop_device_and_verifies_it() {
+    if let Some(why) = missing(&["losetup"]) {
+        println!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let len = 64 * MIB;
+    std::fs::write(&img, vec![0x5au8; len as usize]).unwrap();
+    let l = Loop::attach(&img, None, false);
+    let root = tempfile::tempdir().unwrap();
+    let host = loop_host(root.path(), &[("sda".to_owned(), &l, len)]);
+    let node = json!({"driver_internal_info": {"agent_erase_devices_iterations": 0}});
+    let sink = |_: Value| {};
+    let out = erase_devices(&host, Some(&node), &EraseConfig::default(), &sink).unwrap();
+    let report = &out["/dev/sda"];
+    assert_eq!(report["method"], "zero_fill", "{report}");
+    assert_eq!(report["verification"]["outcome"], "verified", "{report}");
+    assert_eq!(report["bytes"], len);
+    drop(l);
+    let data = std::fs::read(&img).unwrap();
+    assert!(data.iter().all(|&b| b == 0), "a byte survived the zero-fill");
+}
+
+#[test]
+fn special_filesystems_inside_partitions_are_protected() {
+    if let Some(why) = missing(&["sgdisk", "sfdisk"]) {
+        println!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ceph, bluestore) = (dir.path().join("ceph.img"), dir.path().join("bluestore.img"));
+    for img in [&ceph, &bluestore] {
+        sparse(img, 64 * MIB);
+        run(Command::new("sgdisk").args(["-n1:0:+16M", "-n2:0:+16M"]).arg(img));
+    }
+    // A partition typed Ceph OSD, and a BlueStore label inside an untyped partition.
+    run(Command::new("sgdisk").args(["-t2:4FBD7E29-9D25-41B8-AFD0-062C0CEFF05D"]).arg(&ceph));
+    let p2 = partition_ranges(&bluestore)[1].0;
+    write_at(&bluestore, p2, b"bluestore block device\n");
+    let (l1, l2) = (Loop::attach(&ceph, None, false), Loop::attach(&bluestore, None, false));
+    let root = tempfile::tempdir().unwrap();
+    let host = loop_host(
+        root.path(),
+        &[("sda".to_owned(), &l1, 64 * MIB), ("sdb".to_owned(), &l2, 64 * MIB)],
+    );
+    let sink = |_: Value| {};
+    let err = erase_devices_metadata(&host, None, &EraseConfig::default(), &sink).unwrap_err();
+    let text = ferric_agent::erase::devices::error_chain(&err);
+    assert!(text.contains("/dev/sda (partition 2 is typed Ceph OSD)"), "{text}");
+    assert!(text.contains("/dev/sdb (ceph_bluestore on partition 2)"), "{text}");
+    assert_eq!(read_at(&bluestore, p2, 9), b"bluestore");
+
+    let allow = json!({"driver_internal_info": {"wipe_special_filesystems": "true"}});
+    let out = erase_devices_metadata(&host, Some(&allow), &EraseConfig::default(), &sink).unwrap();
+    assert_eq!(out["/dev/sdb"]["signatures_removed"][0]["name"], "ceph_bluestore");
+    drop((l1, l2));
+    assert_eq!(read_at(&bluestore, p2, 9), [0u8; 9]);
+    assert_eq!(signatures_on(ceph.to_str().unwrap()), "");
 }

@@ -13,11 +13,16 @@
 //!   one range (to resume a download), and multipart bodies would buy nothing here. A
 //!   Range header that does not parse, or of another unit, is ignored (RFC 9110 §14.2).
 //!   `If-Range` with a different validator than the current one also gets the whole file.
-//! - Bodies are streamed from the file in 256 KiB chunks; memory does not grow with the
-//!   file size. A file that shrinks while being sent ends the response with an error, so
-//!   the client sees a short body rather than wrong data.
+//! - Bodies are read by a blocking task in 1 MiB chunks, a few chunks ahead of the
+//!   socket, each read straight into the buffer that is sent; memory does not grow with
+//!   the file size. Holes of a sparse file (`SEEK_DATA`) are sent from one shared zero
+//!   buffer without reading, so a mostly empty raw image costs the server only its data.
+//!   A file that shrinks while being sent ends the response with an error, so the client
+//!   sees a short body rather than wrong data.
 
 use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,11 +35,18 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use ferric_shared::data_map::{self, DataMap};
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+use tokio::sync::mpsc;
 
 /// Size of one body chunk read from the file.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1 << 20;
+
+/// Chunks read ahead of the socket for one response.
+const READ_AHEAD: usize = 4;
+
+/// The bytes of every hole chunk.
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 /// The longest accepted image name (the usual file-name limit).
 const MAX_NAME_LEN: usize = 255;
@@ -236,7 +248,7 @@ async fn serve(
         }
         Err(e) => return Err(io_err(e)),
     }
-    let mut file = tokio::fs::File::open(&path).await.map_err(io_err)?;
+    let file = tokio::fs::File::open(&path).await.map_err(io_err)?;
     let meta = file.metadata().await.map_err(io_err)?;
     if !meta.is_file() {
         return Err(ImageServeError::NotAFile(name));
@@ -245,6 +257,24 @@ async fn serve(
     let modified = meta.modified().ok();
     let etag = etag(len, modified);
     let last_modified = modified.and_then(http_date);
+
+    if wants_data_map(&headers) {
+        let std_file = file.into_std().await;
+        let map = tokio::task::spawn_blocking(move || data_map(&std_file, len, etag))
+            .await
+            .map_err(|e| io_err(io::Error::other(e)))?
+            .map_err(io_err)?;
+        let body = serde_json::to_vec(&map).map_err(|e| io_err(io::Error::other(e)))?;
+        let count = body.len();
+        let body = if method == Method::HEAD { Body::empty() } else { Body::from(body) };
+        return Response::builder()
+            .header(header::CONTENT_TYPE, data_map::MEDIA_TYPE)
+            .header(header::ETAG, &map.etag)
+            .header(header::VARY, "accept")
+            .header(header::CONTENT_LENGTH, count)
+            .body(body)
+            .map_err(|e| io_err(io::Error::other(e)));
+    }
 
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let validator_matches = match headers.get(header::IF_RANGE).map(HeaderValue::to_str) {
@@ -263,7 +293,9 @@ async fn serve(
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &etag)
-        .header(header::CONTENT_TYPE, "application/octet-stream");
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::VARY, "accept")
+        .header(data_map::ADVERTISE_HEADER, "available");
     if let Some(date) = &last_modified {
         builder = builder.header(header::LAST_MODIFIED, date);
     }
@@ -285,8 +317,10 @@ async fn serve(
     let body = if method == Method::HEAD || count == 0 {
         Body::empty()
     } else {
-        file.seek(io::SeekFrom::Start(start)).await.map_err(io_err)?;
-        Body::new(FileBody { file, remaining: count, buf: Vec::new() })
+        Body::new(FileBody {
+            chunks: spawn_reader(file.into_std().await, start, count),
+            remaining: count,
+        })
     };
     builder
         .status(status)
@@ -295,11 +329,185 @@ async fn serve(
         .map_err(|e| io_err(io::Error::other(e)))
 }
 
-/// Streams `remaining` bytes of `file` from its current position.
+/// Reads `count` bytes of `file` from `start` on a blocking thread, a few chunks ahead of
+/// the receiver. The reader stops as soon as the receiver is gone (client disconnected).
+fn spawn_reader(file: std::fs::File, start: u64, count: u64) -> mpsc::Receiver<io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let end = start + count;
+        let mut holes = Holes::new(&file);
+        let mut pos = start;
+        while pos < end {
+            let want = usize::try_from(end - pos).map_or(CHUNK, |r| r.min(CHUNK));
+            let chunk = if holes.is_hole(pos, want as u64) {
+                Ok(Bytes::from_static(&ZEROS[..want]))
+            } else {
+                read_chunk(&file, pos, want, end - pos)
+            };
+            let failed = chunk.is_err();
+            if let Ok(bytes) = &chunk {
+                pos += bytes.len() as u64;
+            }
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Up to `want` bytes at `pos`, read into the buffer that will be sent.
+fn read_chunk(file: &std::fs::File, pos: u64, want: usize, remaining: u64) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; want];
+    let n = loop {
+        match file.read_at(&mut buf, pos) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("image file ended {remaining} bytes early"),
+        ));
+    }
+    buf.truncate(n);
+    Ok(Bytes::from(buf))
+}
+
+/// Where a file's next data starts, from `SEEK_DATA`, cached while reading forward.
+struct Holes<'a> {
+    file: &'a std::fs::File,
+    /// The first data byte at or after the last position asked about; `u64::MAX` when
+    /// only a hole follows. `None` when the file system cannot tell (then nothing is
+    /// treated as a hole).
+    next_data: Option<u64>,
+    asked_at: u64,
+    supported: bool,
+}
+
+impl<'a> Holes<'a> {
+    fn new(file: &'a std::fs::File) -> Self {
+        Holes { file, next_data: None, asked_at: 0, supported: true }
+    }
+
+    /// Whether `len` bytes at `pos` are all inside a hole.
+    fn is_hole(&mut self, pos: u64, len: u64) -> bool {
+        if !self.supported {
+            return false;
+        }
+        let stale = match self.next_data {
+            None => true,
+            // Moved past the data found last time, or asked about an earlier position.
+            Some(next) => next < pos || pos < self.asked_at,
+        };
+        if stale {
+            self.next_data = self.seek_data(pos);
+            self.asked_at = pos;
+        }
+        match self.next_data {
+            Some(next) => next >= pos.saturating_add(len),
+            None => false,
+        }
+    }
+
+    fn seek_data(&mut self, pos: u64) -> Option<u64> {
+        let Ok(offset) = libc::off_t::try_from(pos) else {
+            self.supported = false;
+            return None;
+        };
+        // SAFETY: lseek on a file descriptor this struct borrows; it moves only the file
+        // offset, which the reads (pread) do not use.
+        let found = unsafe { libc::lseek(self.file.as_raw_fd(), offset, libc::SEEK_DATA) };
+        if found >= 0 {
+            return u64::try_from(found).ok();
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            // No data at or after `pos`: the rest of the file is a hole.
+            Some(libc::ENXIO) => Some(u64::MAX),
+            _ => {
+                self.supported = false;
+                None
+            }
+        }
+    }
+}
+
+/// Whether the request asks for the image's data map instead of the image.
+fn wants_data_map(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|item| {
+            item.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(data_map::MEDIA_TYPE))
+        })
+    })
+}
+
+/// The data map of `file` from `SEEK_DATA`/`SEEK_HOLE`. A file system that cannot tell
+/// gets one range over the whole file, which is still a correct map.
+fn data_map(file: &std::fs::File, len: u64, etag: String) -> io::Result<DataMap> {
+    // Past this many extents the rest of the file is listed as one range: the map stays
+    // bounded however fragmented the file is.
+    const MAX_EXTENTS: usize = 4 * data_map::MAX_RANGES;
+    let whole = || vec![(0, len)];
+    let mut extents = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let Some(data) = seek(file, pos, libc::SEEK_DATA)? else {
+            break;
+        };
+        if data >= len {
+            break;
+        }
+        let Some(hole) = seek(file, data, libc::SEEK_HOLE)? else {
+            extents = whole();
+            break;
+        };
+        let hole = hole.clamp(data, len);
+        if extents.len() == MAX_EXTENTS || hole == data {
+            extents.push((data, len - data));
+            break;
+        }
+        extents.push((data, hole - data));
+        pos = hole;
+    }
+    let data = if extents.is_empty() && len > 0 && pos == 0 && !holes_supported(file) {
+        vec![[0, len]]
+    } else {
+        data_map::coalesce(&extents, data_map::MIN_HOLE)
+    };
+    Ok(DataMap { size: len, etag, data })
+}
+
+/// `lseek` with `whence`; `None` when no data follows (`ENXIO`) or the file system does
+/// not support `whence` (`EINVAL`), which callers treat as "no holes known".
+fn seek(file: &std::fs::File, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let offset = libc::off_t::try_from(pos).map_err(io::Error::other)?;
+    // SAFETY: lseek on a descriptor owned by `file`; reads use pread, not the offset.
+    let found = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+    if found >= 0 {
+        return Ok(u64::try_from(found).ok());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENXIO) => Ok(None),
+        Some(libc::EINVAL) if whence == libc::SEEK_DATA => Ok(None),
+        _ => Err(err),
+    }
+}
+
+/// Whether `SEEK_DATA` works on `file` at all (an empty map then really means all holes).
+fn holes_supported(file: &std::fs::File) -> bool {
+    // SAFETY: as in `seek`.
+    let found = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_DATA) };
+    found >= 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
+}
+
+/// Streams the chunks a reader task sends.
 struct FileBody {
-    file: tokio::fs::File,
+    chunks: mpsc::Receiver<io::Result<Bytes>>,
     remaining: u64,
-    buf: Vec<u8>,
 }
 
 impl http_body::Body for FileBody {
@@ -314,24 +522,14 @@ impl http_body::Body for FileBody {
         if this.remaining == 0 {
             return Poll::Ready(None);
         }
-        let want = usize::try_from(this.remaining).map_or(CHUNK, |r| r.min(CHUNK));
-        this.buf.resize(want, 0);
-        let mut read_buf = ReadBuf::new(&mut this.buf);
-        match Pin::new(&mut this.file).poll_read(cx, &mut read_buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(Ok(())) => {
-                let filled = read_buf.filled();
-                if filled.is_empty() {
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("image file ended {} bytes early", this.remaining),
-                    ))));
-                }
-                this.remaining -= filled.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(filled)))))
+        this.chunks.poll_recv(cx).map(|chunk| match chunk {
+            Some(Ok(bytes)) => {
+                this.remaining = this.remaining.saturating_sub(bytes.len() as u64);
+                Some(Ok(Frame::data(bytes)))
             }
-        }
+            Some(Err(e)) => Some(Err(e)),
+            None => Some(Err(io::Error::other("the image reader stopped early"))),
+        })
     }
 
     fn is_end_stream(&self) -> bool {

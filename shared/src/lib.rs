@@ -7,6 +7,7 @@
 
 pub mod api_version;
 pub mod command;
+pub mod data_map;
 pub mod error_body;
 pub mod heartbeat;
 pub mod hints;

@@ -434,3 +434,29 @@ fn config_drive_on_mbr_disk_with_an_extended_partition() {
     assert_eq!(config["start"], part.start / 512);
     assert_blkid_config_drive(&disk, part.start);
 }
+
+#[test]
+fn geometry_and_table_reread_on_real_loop_devices() {
+    use crate::fixtures::loop_device::LoopDevice;
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk");
+    sparse(&backing, 64 * MIB);
+    sfdisk_script(&backing, "label: gpt\n,8M\n,8M\n");
+    for (options, sector, partscan) in
+        [(&["--partscan"][..], 512u64, true), (&["--sector-size", "4096"][..], 4096, false)]
+    {
+        let Some(dev) = LoopDevice::attach(&backing, options) else {
+            return;
+        };
+        let file = open_rw(&dev.path);
+        let geometry = super::geometry(&file).unwrap();
+        assert_eq!(geometry, super::Geometry { len: 64 * MIB, sector }, "{options:?}");
+        // BLKRRPART reaches the kernel on a device that scans partitions; one that does
+        // not says so with EINVAL, which is "nothing to re-read", not an error.
+        assert_eq!(super::reread_partition_table(&file).unwrap(), partscan, "{options:?}");
+    }
+    // A regular file has no table to re-read and 512-byte sectors.
+    let file = open_rw(&backing);
+    assert!(!super::reread_partition_table(&file).unwrap());
+    assert_eq!(super::geometry(&file).unwrap().sector, 512);
+}

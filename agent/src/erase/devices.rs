@@ -274,9 +274,22 @@ pub fn select(
     }
     selection.devices.sort_by(|a, b| a.name.cmp(&b.name));
     if config.guard_special_filesystems && !flags.wipe_special_filesystems {
+        // Each check is a few latency-bound reads of one disk: the disks are read side by
+        // side, a bounded number at a time.
+        let mut checks = Vec::with_capacity(selection.devices.len());
+        for batch in selection.devices.chunks(8) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    batch.iter().map(|dev| scope.spawn(move || special_filesystem(dev))).collect();
+                for (dev, h) in batch.iter().zip(handles) {
+                    let result = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                    checks.push((dev, result));
+                }
+            });
+        }
         let mut protected = Vec::new();
-        for dev in &selection.devices {
-            if let Some(what) = special_filesystem(dev)? {
+        for (dev, result) in checks {
+            if let Some(what) = result? {
                 protected.push((dev.name.clone(), what));
             }
         }
@@ -367,4 +380,204 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{tree, DiskSpec, HostBuilder};
+    use serde_json::json;
+
+    const GIB: u64 = 1 << 30;
+
+    /// sda (boot medium candidate, one partition), sdb (two partitions), nvme0n1, all
+    /// with backing files so the special-filesystem guard can read them.
+    fn base() -> HostBuilder {
+        HostBuilder::new()
+            .add_disk(DiskSpec::sata("sda", "0000:00:17.0", GIB).partition(GIB / 4).backing_file())
+            .add_disk(
+                DiskSpec::sata("sdb", "0000:00:17.0", 2 * GIB)
+                    .serial("S-B")
+                    .partition(GIB / 4)
+                    .partition(GIB / 4)
+                    .backing_file(),
+            )
+            .add_disk(DiskSpec::nvme("nvme0n1", "0000:5e:00.0", GIB).backing_file())
+    }
+
+    fn names(sel: &Selection) -> Vec<&str> {
+        sel.devices.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    fn excluded(sel: &Selection) -> Vec<(&str, Exclusion)> {
+        sel.excluded.iter().map(|e| (e.name.as_str(), e.reason.clone())).collect()
+    }
+
+    #[test]
+    fn all_disks_with_their_partitions_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let built = base().build(dir.path()).unwrap();
+        let sel = select(&built.host, None, &EraseConfig::default()).unwrap();
+        assert_eq!(names(&sel), ["/dev/nvme0n1", "/dev/sda", "/dev/sdb"]);
+        assert!(sel.excluded.is_empty());
+        let sdb = &sel.devices[2];
+        let parts: Vec<&str> = sdb.partitions.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(parts, ["/dev/sdb1", "/dev/sdb2"]);
+        assert_eq!(sdb.path, built.host.path("/dev/sdb"));
+        assert_eq!(sdb.size_bytes, 2 * GIB);
+    }
+
+    #[test]
+    fn boot_medium_in_use_and_skipped_disks_are_set_aside_with_reasons() {
+        type Case =
+            (&'static str, HostBuilder, Value, Vec<&'static str>, (&'static str, Exclusion));
+        let table: Vec<Case> = vec![
+            (
+                "root= names a partition",
+                base().cmdline("root=/dev/sda1 ro"),
+                json!({}),
+                vec!["/dev/nvme0n1", "/dev/sdb"],
+                ("/dev/sda", Exclusion::InUse("root=/dev/sda1 on the kernel command line".into())),
+            ),
+            (
+                "a mounted partition",
+                base().file("/proc/mounts", "/dev/sdb2 /mnt ext4 rw 0 0\n"),
+                json!({}),
+                vec!["/dev/nvme0n1", "/dev/sda"],
+                ("/dev/sdb", Exclusion::InUse("/dev/sdb2 is mounted at /mnt".into())),
+            ),
+            (
+                "skip_block_devices by serial",
+                base(),
+                json!({"properties": {"skip_block_devices": [{"serial": "S-B"}]}}),
+                vec!["/dev/nvme0n1", "/dev/sda"],
+                ("/dev/sdb", Exclusion::Skipped),
+            ),
+            (
+                "skip_block_devices by name",
+                base(),
+                json!({"properties": {"skip_block_devices": [{"name": "/dev/nvme0n1"}]}}),
+                vec!["/dev/sda", "/dev/sdb"],
+                ("/dev/nvme0n1", Exclusion::Skipped),
+            ),
+        ];
+        for (what, host, node, want, want_excluded) in table {
+            let dir = tempfile::tempdir().unwrap();
+            let built = host.build(dir.path()).unwrap();
+            let sel = select(&built.host, Some(&node), &EraseConfig::default())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(names(&sel), want, "{what}");
+            assert_eq!(excluded(&sel), vec![want_excluded], "{what}");
+        }
+    }
+
+    #[test]
+    fn virtual_media_device_is_never_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let built = base().build(dir.path()).unwrap();
+        tree::symlink(&built.host, "/dev/disk/by-label/ir-vfd-dev", "/dev/nvme0n1").unwrap();
+        let sel = select(&built.host, None, &EraseConfig::default()).unwrap();
+        assert_eq!(names(&sel), ["/dev/sda", "/dev/sdb"]);
+        let (name, reason) = excluded(&sel).remove(0);
+        assert_eq!(name, "/dev/nvme0n1");
+        assert!(reason.to_string().contains("ir-vfd-dev"), "{reason}");
+    }
+
+    #[test]
+    fn read_only_fails_the_step_unless_the_node_skips_it() {
+        let host = base().add_disk(DiskSpec::sata("sdc", "0000:00:17.0", GIB).read_only());
+        let dir = tempfile::tempdir().unwrap();
+        let built = host.build(dir.path()).unwrap();
+        let err = select(&built.host, None, &EraseConfig::default()).unwrap_err();
+        assert!(
+            matches!(&err, DeviceSelectionError::ReadOnly { devices } if devices == &["/dev/sdc"]),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("agent_erase_skip_read_only"), "{err}");
+        for flag in [json!(true), json!("True"), json!(1)] {
+            let node = json!({"driver_internal_info": {"agent_erase_skip_read_only": flag}});
+            let sel = select(&built.host, Some(&node), &EraseConfig::default()).unwrap();
+            assert_eq!(names(&sel), ["/dev/nvme0n1", "/dev/sda", "/dev/sdb"], "{flag}");
+            assert_eq!(excluded(&sel), vec![("/dev/sdc", Exclusion::ReadOnly)]);
+        }
+        let no = json!({"driver_internal_info": {"agent_erase_skip_read_only": "no"}});
+        assert!(select(&built.host, Some(&no), &EraseConfig::default()).is_err());
+    }
+
+    #[test]
+    fn md_members_go_through_the_array_and_dm_holders_are_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let built = base().build(dir.path()).unwrap();
+        let host = &built.host;
+        tree::mkdir(host, "/sys/block/sdb/sdb2/holders/md127").unwrap();
+        tree::attr(host, "/sys/devices/virtual/block/md127/size", 1024).unwrap();
+        tree::attr(host, "/sys/devices/virtual/block/md127/ro", 0).unwrap();
+        tree::symlink(host, "/sys/block/md127", "/sys/devices/virtual/block/md127").unwrap();
+        tree::write(host, "/dev/md127", vec![0u8; 4096]).unwrap();
+        tree::mkdir(host, "/sys/block/nvme0n1/holders/dm-0").unwrap();
+        let sel = select(host, None, &EraseConfig::default()).unwrap();
+        assert_eq!(names(&sel), ["/dev/md127", "/dev/sda"]);
+        assert_eq!(sel.devices[0].size_bytes, 1024 * 512);
+        assert_eq!(
+            excluded(&sel),
+            vec![
+                ("/dev/nvme0n1", Exclusion::InUse("held by /dev/dm-0".into())),
+                ("/dev/sdb", Exclusion::RaidMember("/dev/md127".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn special_filesystems_are_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let built = base().build(dir.path()).unwrap();
+        let host = &built.host;
+        let disk = std::fs::OpenOptions::new().write(true).open(host.path("/dev/sdb")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&disk, b"bluestore block device\nabc", 0).unwrap();
+        let vmfs = std::fs::OpenOptions::new().write(true).open(host.path("/dev/sda")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&vmfs, &[0x0d, 0xd0, 0x01, 0xc0], 1 << 20)
+            .unwrap();
+        let err = select(host, None, &EraseConfig::default()).unwrap_err();
+        let DeviceSelectionError::Protected { devices } = &err else { panic!("{err:?}") };
+        assert_eq!(
+            devices,
+            &[
+                ("/dev/sda".to_owned(), "VMFS_volume_member".to_owned()),
+                ("/dev/sdb".to_owned(), "ceph_bluestore".to_owned())
+            ]
+        );
+        assert!(err.to_string().contains("/dev/sdb (ceph_bluestore)"), "{err}");
+        let allow = json!({"driver_internal_info": {"wipe_special_filesystems": true}});
+        assert_eq!(names(&select(host, Some(&allow), &EraseConfig::default()).unwrap()).len(), 3);
+        let unguarded = EraseConfig { guard_special_filesystems: false, ..EraseConfig::default() };
+        assert_eq!(names(&select(host, None, &unguarded).unwrap()).len(), 3);
+    }
+
+    #[test]
+    fn invalid_skip_list_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let built = base().build(dir.path()).unwrap();
+        let node = json!({"properties": {"skip_block_devices": "sda"}});
+        let err = select(&built.host, Some(&node), &EraseConfig::default()).unwrap_err();
+        assert!(matches!(err, DeviceSelectionError::SkipList(_)), "{err:?}");
+    }
+
+    #[test]
+    fn node_flags_accept_oslo_booleans() {
+        let cases = [
+            (json!(true), Some(true)),
+            (json!("yes"), Some(true)),
+            (json!("ON"), Some(true)),
+            (json!(0), Some(false)),
+            (json!("false"), Some(false)),
+            (json!("maybe"), None),
+            (json!([1]), None),
+        ];
+        for (v, want) in cases {
+            let node = json!({"driver_internal_info": {"k": v}});
+            assert_eq!(node_flag(Some(&node), "k"), want, "{v}");
+        }
+        assert_eq!(node_flag(None, "k"), None);
+        assert_eq!(node_flag(Some(&json!({})), "k"), None);
+    }
 }

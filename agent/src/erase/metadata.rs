@@ -125,6 +125,11 @@ pub fn erase_file(file: &File) -> Result<MetadataOutcome, MetadataEraseError> {
         zeroed.extend(ranges);
     }
     let zeroed = merge(zeroed, geometry.len);
+    // One flush for the whole device: the probes above read the zeros back through the
+    // page cache, the read-back below from the medium.
+    if !zeroed.is_empty() {
+        file.sync_all().map_err(MetadataEraseError::Sync)?;
+    }
     let bytes_zeroed = zeroed.iter().map(|r| r.end - r.start).sum();
     let bytes_verified = verify_zeroed(file, &zeroed)?;
     let (partition_table_reread, reread_error) = if removed.is_empty() {
@@ -172,7 +177,6 @@ fn erase_window(
         for r in &ranges {
             zero_range(file, r)?;
         }
-        file.sync_all().map_err(MetadataEraseError::Sync)?;
         zeroed.extend(ranges);
         removed.extend(hits.into_iter().map(|h| h.signature));
     }
@@ -280,8 +284,7 @@ fn zero_range(file: &File, r: &Range<u64>) -> Result<(), MetadataEraseError> {
     Ok(())
 }
 
-/// The geometry a probe runs against: exposed so callers that already hold it (the
-/// special-filesystem guard) need not ask again.
+/// Length and logical sector size of an open device or file, as the probes use them.
 pub fn geometry_of(file: &File) -> Result<Geometry, MetadataEraseError> {
     disk::geometry(file).map_err(MetadataEraseError::Geometry)
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use super::devices::{self, DeviceSelectionError, EraseDevice, Selection};
+use super::full::{self, FullEraseError, FullEraseOptions};
 use super::metadata::{self, MetadataEraseError};
 use super::report::{DiskReport, EraseMethod, Verification};
 use crate::host::HostRoot;
@@ -43,6 +44,8 @@ pub enum EraseStepError {
     NotAvailable,
     #[error("cannot choose the devices to erase")]
     Devices(#[source] DeviceSelectionError),
+    #[error("invalid erase options")]
+    Options(#[source] FullEraseError),
     #[error("driver_internal_info.disk_erasure_concurrency must be a positive integer, not {0}")]
     Concurrency(String),
     /// One or more devices failed; each is named with its error chain.
@@ -83,7 +86,8 @@ pub type ProgressSink<'a> = &'a (dyn Fn(Value) + Sync);
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `erase_devices_metadata` over every erasable device of `host`; the result is keyed by
-/// device name.
+/// device name. Disks are done [`METADATA_CONCURRENCY`] at a time unless the node's
+/// `disk_erasure_concurrency` says otherwise.
 pub fn erase_devices_metadata(
     host: &HostRoot,
     node: Option<&Value>,
@@ -91,7 +95,7 @@ pub fn erase_devices_metadata(
     progress: ProgressSink<'_>,
 ) -> Result<Value, EraseStepError> {
     let selection = devices::select(host, node, config)?;
-    let concurrency = erasure_concurrency(node)?;
+    let concurrency = node_concurrency(node)?.unwrap_or(METADATA_CONCURRENCY);
     let results =
         erase_each(&selection.devices, concurrency, progress, PROGRESS_INTERVAL, |dev, p| {
             metadata_erase_device(dev, p).map_err(|e| devices::error_chain(&e))
@@ -101,33 +105,68 @@ pub fn erase_devices_metadata(
 
 /// `erase_devices`: every erasable disk with the fastest verified method.
 pub fn erase_devices(
-    _host: &HostRoot,
-    _node: Option<&Value>,
-    _config: &EraseConfig,
-    _progress: ProgressSink<'_>,
+    host: &HostRoot,
+    node: Option<&Value>,
+    config: &EraseConfig,
+    progress: ProgressSink<'_>,
 ) -> Result<Value, EraseStepError> {
-    Err(EraseStepError::NotAvailable)
+    let options = FullEraseOptions::from_node(node, config).map_err(EraseStepError::Options)?;
+    let selection = devices::select(host, node, config)?;
+    let concurrency = erasure_concurrency(node)?;
+    let results =
+        erase_each(&selection.devices, concurrency, progress, PROGRESS_INTERVAL, |dev, p| {
+            full::erase_disk(&dev.name, &dev.path, &options, p)
+                .map(|report| (report, json!({})))
+                .map_err(|e| devices::error_chain(&e))
+        });
+    finish(&selection, results)
 }
 
 /// `erase_devices_express`: hardware erase where the disk has one, metadata elsewhere.
 pub fn erase_devices_express(
-    _host: &HostRoot,
-    _node: Option<&Value>,
-    _config: &EraseConfig,
-    _progress: ProgressSink<'_>,
+    host: &HostRoot,
+    node: Option<&Value>,
+    config: &EraseConfig,
+    progress: ProgressSink<'_>,
 ) -> Result<Value, EraseStepError> {
-    Err(EraseStepError::NotAvailable)
+    let options = FullEraseOptions::from_node(node, config).map_err(EraseStepError::Options)?;
+    let selection = devices::select(host, node, config)?;
+    let concurrency = erasure_concurrency(node)?;
+    let results =
+        erase_each(&selection.devices, concurrency, progress, PROGRESS_INTERVAL, |dev, p| {
+            match full::express_erase_disk(&dev.name, &dev.path, &options, p) {
+                Ok(Some(report)) => Ok((report, json!({}))),
+                Ok(None) => {
+                    let (mut report, extra) =
+                        metadata_erase_device(dev, p).map_err(|e| devices::error_chain(&e))?;
+                    report.fallbacks.push("hardware erase: none available or usable".to_owned());
+                    Ok((report, extra))
+                }
+                Err(e) => Err(devices::error_chain(&e)),
+            }
+        });
+    finish(&selection, results)
 }
 
+/// Disks whose metadata is erased at once when the node does not say: a metadata erase
+/// is a few dozen small reads and writes per disk, bound by each disk's latency, so
+/// disks are best done side by side.
+pub const METADATA_CONCURRENCY: usize = 8;
+
 /// `driver_internal_info.disk_erasure_concurrency`: how many disks are erased at once
-/// (default 1). Accepts a positive integer or a string holding one.
+/// (default 1, as in IPA). Accepts a positive integer or a string holding one.
 pub fn erasure_concurrency(node: Option<&Value>) -> Result<usize, EraseStepError> {
+    Ok(node_concurrency(node)?.unwrap_or(1))
+}
+
+/// `disk_erasure_concurrency` when the node sets it.
+fn node_concurrency(node: Option<&Value>) -> Result<Option<usize>, EraseStepError> {
     let Some(v) = node
         .and_then(|n| n.get("driver_internal_info"))
         .and_then(|d| d.get("disk_erasure_concurrency"))
         .filter(|v| !v.is_null())
     else {
-        return Ok(1);
+        return Ok(None);
     };
     let n = match v {
         Value::Number(n) => n.as_u64(),
@@ -135,7 +174,7 @@ pub fn erasure_concurrency(node: Option<&Value>) -> Result<usize, EraseStepError
         _ => None,
     };
     match n.and_then(|n| usize::try_from(n).ok()) {
-        Some(n) if n >= 1 => Ok(n),
+        Some(n) if n >= 1 => Ok(Some(n)),
         _ => Err(EraseStepError::Concurrency(v.to_string())),
     }
 }
@@ -150,6 +189,12 @@ pub fn metadata_erase_device(
     let mut parts: Vec<_> = dev.partitions.iter().collect();
     parts.sort_by(|a, b| b.name.cmp(&a.name));
     let total = parts.len() as u64 + 1;
+    // Progress is in the device's bytes, like the other methods: each node erased counts
+    // for an equal share.
+    let size = dev.size_bytes;
+    let share = |done: u64| {
+        u64::try_from(u128::from(size) * u128::from(done) / u128::from(total)).unwrap_or(size)
+    };
     let mut targets: Vec<(&str, &std::path::Path)> =
         parts.iter().map(|p| (p.name.as_str(), p.path.as_path())).collect();
     targets.push((&dev.name, &dev.path));
@@ -157,7 +202,7 @@ pub fn metadata_erase_device(
     let mut checked = 0u64;
     let mut removed = Vec::new();
     let mut reread = Vec::new();
-    progress(0, total);
+    progress(0, size);
     for (done, (name, path)) in (1u64..).zip(targets) {
         let outcome = metadata::erase_path(path)?;
         bytes += outcome.bytes_zeroed;
@@ -168,7 +213,7 @@ pub fn metadata_erase_device(
         if let Some(e) = outcome.reread_error {
             reread.push(json!({"device": name, "error": e}));
         }
-        progress(done, total);
+        progress(share(done), size);
     }
     let report = DiskReport {
         device: dev.name.clone(),

@@ -14,7 +14,7 @@ use std::fmt;
 use flate2::{Crc, Decompress, FlushDecompress};
 
 /// The largest piece of output handed to the callback at once.
-pub const OUTPUT_CHUNK: usize = 256 * 1024;
+pub const OUTPUT_CHUNK: usize = 1024 * 1024;
 
 /// The most memory an xz stream may need to decode (its dictionary, mainly). `xz -9`
 /// needs 65 MiB; anything beyond this bound is refused rather than risk the ramdisk.

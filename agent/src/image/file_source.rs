@@ -205,6 +205,7 @@ mod tests {
             match event {
                 SourceEvent::Data(d) => streamed.extend_from_slice(&d),
                 SourceEvent::Restart => panic!("a file never restarts"),
+                SourceEvent::Hole(_) => panic!("a local file lists no holes"),
             }
             events += 1;
         }

@@ -316,7 +316,12 @@ fn write_source(
                 from the start of the stream (qcow2 images need Range requests)"
             );
             match source.next_event().map_err(WriteError::Source)? {
-                Some(SourceEvent::Data(bytes)) => (bytes.clone(), Some(bytes)),
+                Some(SourceEvent::Data(bytes)) => (bytes.clone(), Some(SourceEvent::Data(bytes))),
+                Some(SourceEvent::Hole(len)) => {
+                    let head = usize::try_from(len)
+                        .map_or(format::DETECT_LEN, |l| l.min(format::DETECT_LEN));
+                    (vec![0; head], Some(SourceEvent::Hole(len)))
+                }
                 Some(SourceEvent::Restart) | None => (Vec::new(), None),
             }
         }
@@ -453,6 +458,8 @@ fn open_first_source(request: &WriteRequest) -> Result<(String, Box<dyn ImageSou
 #[derive(Debug)]
 enum Item {
     Data(Arc<Vec<u8>>),
+    /// Zeros the source did not transfer.
+    Hole(u64),
     Restart,
     End(SourceStats),
     Failed(SourceError),
@@ -467,7 +474,7 @@ const STREAM_DEPTH: usize = 16;
 /// decodes into the sink. Returns the verifier (to be finished) and the source's counters.
 fn stream(
     mut source: Box<dyn ImageSource>,
-    first: Option<Vec<u8>>,
+    first: Option<SourceEvent>,
     verifier: Option<Verifier>,
     decoder: &mut Decoder,
     sink: &mut Sink,
@@ -482,7 +489,7 @@ fn stream(
             loop {
                 // A chunk taken from the stream to detect the format comes first.
                 let event = match first.take() {
-                    Some(bytes) => Ok(Some(SourceEvent::Data(bytes))),
+                    Some(event) => Ok(Some(event)),
                     None => source.next_event(),
                 };
                 let item = match event {
@@ -491,6 +498,12 @@ fn stream(
                         match verifier.as_ref().map(|v| v.update(bytes.clone())) {
                             Some(Err(e)) => Item::HashFailed(e),
                             _ => Item::Data(bytes),
+                        }
+                    }
+                    Ok(Some(SourceEvent::Hole(len))) => {
+                        match verifier.as_ref().map(|v| v.update_zeros(len)) {
+                            Some(Err(e)) => Item::HashFailed(e),
+                            _ => Item::Hole(len),
                         }
                     }
                     Ok(Some(SourceEvent::Restart)) => {
@@ -502,7 +515,7 @@ fn stream(
                     Ok(None) => Item::End(source.stats()),
                     Err(e) => Item::Failed(e),
                 };
-                let last = !matches!(item, Item::Data(_) | Item::Restart);
+                let last = !matches!(item, Item::Data(_) | Item::Hole(_) | Item::Restart);
                 if tx.send(item).is_err() || last {
                     break;
                 }
@@ -518,6 +531,7 @@ fn stream(
                 decoder.feed(&bytes, sink)?;
                 super::buffers::give_shared(bytes);
             }
+            Ok(Item::Hole(len)) => decoder.feed_hole(len, sink)?,
             Ok(Item::Restart) => {
                 tracing::warn!(at = decoder.position(), "image source restarted from byte 0");
                 decoder.restart()?;
@@ -630,6 +644,23 @@ impl Decoder {
                 q.feed(bytes, &mut |extent| -> Result<(), WriteError> { Ok(sink.submit(extent)?) })
             }
         }
+    }
+
+    /// `len` zero bytes of the source that were not transferred. A raw image turns them
+    /// into a zero extent directly; other formats decode them like received zeros.
+    fn feed_hole(&mut self, mut len: u64, sink: &mut Sink) -> Result<(), WriteError> {
+        if let Decoder::Raw(raw) = self {
+            sink.submit(Extent::Zero { offset: raw.position, len })?;
+            raw.position += len;
+            return Ok(());
+        }
+        let zeros = vec![0u8; 1 << 20];
+        while len > 0 {
+            let n = usize::try_from(len).map_or(zeros.len(), |l| l.min(zeros.len()));
+            self.feed(&zeros[..n], sink)?;
+            len -= n as u64;
+        }
+        Ok(())
     }
 
     /// The source started over: decode from the beginning again (writing the same bytes

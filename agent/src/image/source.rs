@@ -90,6 +90,9 @@ impl HttpOptions {
 pub enum SourceEvent {
     /// The next bytes of the image, following the previous ones.
     Data(Vec<u8>),
+    /// The next `len` bytes of the image are zeros, known without receiving them (a hole
+    /// listed by the server's data map).
+    Hole(u64),
     /// The stream started over at byte 0 (e.g. the server ignored a Range request after a
     /// cut): everything received so far must be discarded and hashing restarted.
     Restart,

@@ -109,6 +109,8 @@ pub struct Verified {
 
 enum Message {
     Data(Arc<Vec<u8>>),
+    /// That many zero bytes (a hole the source did not transfer).
+    Zeros(u64),
     Restart,
 }
 
@@ -124,6 +126,7 @@ impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Message::Data(d) => write!(f, "Data({} bytes)", d.len()),
+            Message::Zeros(n) => write!(f, "Zeros({n} bytes)"),
             Message::Restart => f.write_str("Restart"),
         }
     }
@@ -148,6 +151,11 @@ impl Verifier {
     /// Hands the next source bytes to the hash thread; blocks while its queue is full.
     pub fn update(&self, bytes: Arc<Vec<u8>>) -> Result<(), VerifyError> {
         self.send(Message::Data(bytes))
+    }
+
+    /// Hashes `len` zero bytes: a hole of the image the source did not transfer.
+    pub fn update_zeros(&self, len: u64) -> Result<(), VerifyError> {
+        self.send(Message::Zeros(len))
     }
 
     /// The source started over from byte 0: forget everything hashed so far.
@@ -179,8 +187,20 @@ impl Verifier {
 fn hash_loop(algorithm: HashAlgorithm, queue: Receiver<Message>) -> (String, u64) {
     let mut hasher = Hasher::new(algorithm);
     let mut bytes = 0u64;
+    let mut zeros = Vec::new();
     for message in queue {
         match message {
+            Message::Zeros(mut len) => {
+                if zeros.is_empty() {
+                    zeros = vec![0u8; 1 << 20];
+                }
+                bytes += len;
+                while len > 0 {
+                    let n = usize::try_from(len).map_or(zeros.len(), |l| l.min(zeros.len()));
+                    hasher.update(&zeros[..n]);
+                    len -= n as u64;
+                }
+            }
             Message::Data(data) => {
                 hasher.update(&data);
                 bytes += data.len() as u64;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub mod fake;
+pub mod redfish;
 
 /// The power state a BMC reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,12 +90,21 @@ pub enum BmcError {
     /// The BMC answered something the driver could not use.
     #[error("BMC {address} answered unexpectedly: {detail}")]
     Protocol { address: String, detail: String },
+    /// The credentials are valid but may not do this: retrying will not help.
+    #[error("BMC {address} refused {operation} for lack of privilege: {detail}")]
+    InsufficientPrivilege { address: String, operation: String, detail: String },
+    /// The BMC said it is busy (e.g. HTTP 503): worth retrying later.
+    #[error("BMC {address} is busy{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    Busy { address: String, retry_after: Option<Duration> },
 }
 
 impl BmcError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, BmcError::Unreachable { .. } | BmcError::Timeout { .. })
+        matches!(
+            self,
+            BmcError::Unreachable { .. } | BmcError::Timeout { .. } | BmcError::Busy { .. }
+        )
     }
 }
 

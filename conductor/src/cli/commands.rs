@@ -24,6 +24,8 @@ const FIELDS_VERSION: ApiVersion = ApiVersion::new(1, 8);
 const SOFT_POWER_VERSION: ApiVersion = ApiVersion::new(1, 27);
 /// `configdrive` given as a JSON object.
 const CONFIGDRIVE_DICT_VERSION: ApiVersion = ApiVersion::new(1, 56);
+/// `vendor_data` inside a configdrive object.
+const CONFIGDRIVE_VENDOR_DATA_VERSION: ApiVersion = ApiVersion::new(1, 59);
 /// `resource_class` on nodes.
 const RESOURCE_CLASS_VERSION: ApiVersion = ApiVersion::new(1, 21);
 /// `*_interface` fields on nodes.
@@ -587,8 +589,11 @@ async fn deploy(
 /// The body of `PUT …/states/provision` and the microversions it may be sent with.
 pub fn provision_body(verb: ProvisionVerb, extra: Map<String, Value>) -> (Value, Need) {
     let mut minimum = verb.min_version();
-    if extra.get("configdrive").is_some_and(Value::is_object) {
+    if let Some(Value::Object(drive)) = extra.get("configdrive") {
         minimum = minimum.max(CONFIGDRIVE_DICT_VERSION);
+        if drive.contains_key("vendor_data") {
+            minimum = minimum.max(CONFIGDRIVE_VENDOR_DATA_VERSION);
+        }
     }
     let mut preferred = PREFERRED_VERSION.max(minimum);
     if verb == ProvisionVerb::Abort {

@@ -421,6 +421,10 @@ mod requests {
         let (body, need) = provision_body(ProvisionVerb::Active, extra);
         assert_eq!(body, json!({"target": "active", "configdrive": {"meta_data": {}}}));
         assert_eq!(need.minimum, ApiVersion::new(1, 56));
+        let mut extra = Map::new();
+        extra.insert("configdrive".into(), json!({"meta_data": {}, "vendor_data": {"a": 1}}));
+        let (_, need) = provision_body(ProvisionVerb::Active, extra);
+        assert_eq!(need.minimum, ApiVersion::new(1, 59));
 
         let mut extra = Map::new();
         extra.insert("configdrive".into(), Value::String("H4sI".into()));

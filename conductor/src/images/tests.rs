@@ -45,7 +45,7 @@ async fn request(dir: &Path, method: Method, uri: &str, headers: &[(&str, &str)]
     let response = router(dir).oneshot(builder.body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec();
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20).await.unwrap().to_vec();
     Reply { status, headers, body }
 }
 
@@ -383,4 +383,79 @@ async fn curl_range_download_matches_the_file() {
         .unwrap();
     assert!(status.success());
     assert_eq!(std::fs::read(&small).unwrap(), small_content());
+}
+
+/// Whether the file system under `dir` reports holes (tmpfs and ext4 do; some do not).
+fn reports_holes(dir: &Path) -> bool {
+    let path = dir.join("probe.raw");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(8 << 20).unwrap();
+    let supported = matches!(seek(&file, 0, libc::SEEK_DATA), Ok(None));
+    std::fs::remove_file(path).unwrap();
+    supported
+}
+
+#[tokio::test]
+async fn data_map_lists_the_data_of_a_sparse_image() {
+    let (_root, dir) = image_dir();
+    let len = sparse_image(&dir);
+    let accept = [("accept", data_map::MEDIA_TYPE)];
+    let reply = request(&dir, Method::GET, "/images/big.raw", &accept).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header(header::CONTENT_TYPE), Some(data_map::MEDIA_TYPE));
+    assert_eq!(reply.header(header::VARY), Some("accept"));
+    let map: DataMap = serde_json::from_slice(&reply.body).unwrap();
+    map.validate().unwrap();
+    assert_eq!(map.size, len);
+    // The map's validator is the image's, so ranges can be fetched with If-Range.
+    let image = request(&dir, Method::HEAD, "/images/big.raw", &[]).await;
+    assert_eq!(image.header(header::ETAG), Some(map.etag.as_str()));
+    assert_eq!(image.header(data_map::ADVERTISE_HEADER.try_into().unwrap()), Some("available"));
+    // Every marker is inside a listed range, whatever the file system reports.
+    for (offset, marker) in [(0u64, 5u64), (2 << 30, 6), (len - 3, 3)] {
+        assert!(
+            map.locate(offset).is_ok() && map.locate(offset + marker - 1).is_ok(),
+            "marker at {offset} not covered by {:?}",
+            map.data
+        );
+    }
+    if reports_holes(&dir) {
+        // Three small islands, each within a few blocks, far apart.
+        assert_eq!(map.data.len(), 3, "{:?}", map.data);
+        assert!(map.data_bytes() <= 3 * (1 << 20), "{:?}", map.data);
+    } else {
+        println!("the test directory's file system reports no holes; map is one range");
+    }
+
+    // A dense file is one range; an empty one has none; HEAD has no body.
+    let dense = request(&dir, Method::GET, "/images/small.img", &accept).await;
+    let dense: DataMap = serde_json::from_slice(&dense.body).unwrap();
+    assert_eq!(dense.data, vec![[0, 1000]]);
+    let empty = request(&dir, Method::GET, "/images/empty.img", &accept).await;
+    let empty: DataMap = serde_json::from_slice(&empty.body).unwrap();
+    assert_eq!((empty.size, empty.data.len()), (0, 0));
+    let head = request(&dir, Method::HEAD, "/images/small.img", &accept).await;
+    assert!(head.body.is_empty());
+    assert!(head.header(header::CONTENT_LENGTH).is_some_and(|n| n != "0"));
+    // Asked among other types, the map still wins; other types get the image.
+    let listed = [("accept", "text/plain, application/vnd.ferric.data-map+json;q=0.9")];
+    let reply = request(&dir, Method::GET, "/images/small.img", &listed).await;
+    assert_eq!(reply.header(header::CONTENT_TYPE), Some(data_map::MEDIA_TYPE));
+    let other = request(&dir, Method::GET, "/images/small.img", &[("accept", "*/*")]).await;
+    assert_eq!(other.body, small_content());
+}
+
+#[tokio::test]
+async fn holes_stream_as_zeros() {
+    let (_root, dir) = image_dir();
+    let len = sparse_image(&dir);
+    // Across the first marker, a hole and into the middle marker.
+    let start = (2u64 << 30) - (3 << 20) - 7;
+    let reply = get_range(&dir, "big.raw", &format!("bytes={start}-{}", (2u64 << 30) + 5)).await;
+    assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+    let body = reply.body;
+    assert_eq!(body.len() as u64, (2u64 << 30) + 6 - start);
+    assert!(body[..body.len() - 6].iter().all(|&b| b == 0));
+    assert_eq!(&body[body.len() - 6..], b"MIDDLE");
+    assert!(len > 2 << 30);
 }

@@ -383,7 +383,8 @@ fn gpt(dev: &mut Dev<'_>, logical: u64) -> Result<(), MetadataEraseError> {
                 continue;
             }
             seen.push(at);
-            let mut zero = vec![dev.base + at..dev.base + at + ss];
+            let mut zero = Vec::with_capacity(2);
+            zero.push(dev.base + at..dev.base + at + ss);
             let entries_lba = le_u64(&h, 72);
             let array = u64::from(le_u32(&h, 80)).saturating_mul(u64::from(le_u32(&h, 84)));
             // A sane entry array is a few KiB; never zero more than 4 MiB for one header.
@@ -395,7 +396,10 @@ fn gpt(dev: &mut Dev<'_>, logical: u64) -> Result<(), MetadataEraseError> {
             }
             let offset = dev.base + at;
             dev.hits.push(Hit { signature: Signature { name: "gpt", offset }, zero });
-            if let Some(alt) = le_u64(&h, 32).checked_mul(ss).filter(|&a| a + ss <= dev.len) {
+            if let Some(alt) = le_u64(&h, 32)
+                .checked_mul(ss)
+                .filter(|&a| a.checked_add(ss).is_some_and(|e| e <= dev.len))
+            {
                 if !headers.contains(&alt) {
                     headers.push(alt);
                 }

@@ -58,8 +58,9 @@ enum Command {
 impl HttpSource {
     /// Starts the download of `url` (the first GET, retried as configured) and learns
     /// the image's size from its reply. Data is streamed in [`DEFAULT_CHUNK_SIZE`] pieces.
+    /// A data map the server advertises is used: only the image's data is downloaded.
     pub fn open(url: &str, opts: &HttpOptions) -> Result<Self, SourceError> {
-        Self::open_with_chunk_size(url, opts, DEFAULT_CHUNK_SIZE)
+        Self::open_with(url, opts, DEFAULT_CHUNK_SIZE, true)
     }
 
     /// [`HttpSource::open`] with [`SourceEvent::Data`] pieces of `chunk_size` bytes (at
@@ -68,6 +69,17 @@ impl HttpSource {
         url: &str,
         opts: &HttpOptions,
         chunk_size: usize,
+    ) -> Result<Self, SourceError> {
+        Self::open_with(url, opts, chunk_size, false)
+    }
+
+    /// [`HttpSource::open_with_chunk_size`], using the server's data map when
+    /// `use_data_map` and the server offers one.
+    pub fn open_with(
+        url: &str,
+        opts: &HttpOptions,
+        chunk_size: usize,
+        use_data_map: bool,
     ) -> Result<Self, SourceError> {
         let url = client::parse_url(url)?;
         let opts = opts.clone();
@@ -91,7 +103,8 @@ impl HttpSource {
                         }
                     };
                 runtime.block_on(async move {
-                    let mut stream = match Stream::open(url, &opts, chunk_size).await {
+                    let mut stream = match Stream::open(url, &opts, chunk_size, use_data_map).await
+                    {
                         Ok(stream) => stream,
                         Err(e) => {
                             let _ = opened_tx.send(Err(e));
@@ -197,6 +210,12 @@ pub fn fetch_bytes(url: &str, opts: &HttpOptions, max_bytes: u64) -> Result<Vec<
                     return Err(too_large());
                 }
                 body.extend_from_slice(&bytes);
+            }
+            SourceEvent::Hole(len) => {
+                if body.len() as u64 + len > max_bytes {
+                    return Err(too_large());
+                }
+                body.resize(body.len() + len as usize, 0);
             }
             SourceEvent::Restart => body.clear(),
         }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, IF_RANGE, RANGE};
+use ferric_shared::data_map::{self, DataMap};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, IF_RANGE, RANGE};
 use reqwest::{Response, StatusCode, Url};
 use tracing::{info, warn};
 
@@ -54,14 +55,22 @@ pub(super) struct Stream {
     /// ignores Range and always cuts at the same point cannot loop forever.
     failures: u32,
     stats: SourceStats,
+    /// The server's data map, when it offered one: only its data ranges are requested,
+    /// its holes are handed out as [`SourceEvent::Hole`].
+    map: Option<DataMap>,
+    /// The end of the data range being received (map mode), kept across a cut so the
+    /// next request is recognised as a resume.
+    range_end: Option<u64>,
 }
 
 impl Stream {
     /// Sends the first GET (retried as configured) and keeps its reply for the stream.
+    /// With `use_data_map`, a data map the server advertises is fetched and used.
     pub async fn open(
         url: Url,
         opts: &HttpOptions,
         chunk_size: usize,
+        use_data_map: bool,
     ) -> Result<Self, SourceError> {
         let mut stream = Self {
             client: client::build(opts)?,
@@ -83,11 +92,18 @@ impl Stream {
             high_water: 0,
             failures: 0,
             stats: SourceStats::default(),
+            map: None,
+            range_end: None,
         };
         let mut failures = 0;
         loop {
             match stream.open_stream().await {
-                Ok(()) => return Ok(stream),
+                Ok(()) => {
+                    if use_data_map {
+                        stream.try_data_map().await;
+                    }
+                    return Ok(stream);
+                }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient(t)) => stream.recover(&mut failures, t).await?,
             }
@@ -114,6 +130,23 @@ impl Stream {
             }
             if self.finished {
                 return Ok(None);
+            }
+            if let Some(hole) = self.map_hole() {
+                if !self.pending.is_empty() {
+                    // The data before the hole goes first, even if short of a chunk.
+                    return Ok(Some(SourceEvent::Data(self.take_chunk())));
+                }
+                if hole == 0 {
+                    self.finished = true;
+                    continue;
+                }
+                self.received += hole;
+                self.delivered += hole;
+                if self.received > self.high_water {
+                    self.high_water = self.received;
+                    self.failures = 0;
+                }
+                return Ok(Some(SourceEvent::Hole(hole)));
             }
             match self.pull().await {
                 Ok(()) => {}
@@ -145,7 +178,11 @@ impl Stream {
     /// Receives the next piece of the body into `pending`, (re)connecting first if needed.
     async fn pull(&mut self) -> Result<(), Failure> {
         if self.response.is_none() {
-            self.open_stream().await?;
+            if self.map.is_some() {
+                self.open_map_range().await?;
+            } else {
+                self.open_stream().await?;
+            }
         }
         let Some(response) = self.response.as_mut() else {
             return Err(Failure::Fatal(SourceError::WorkerStopped));
@@ -160,8 +197,16 @@ impl Stream {
                 Err(self.classify(e))
             }
             Ok(Ok(Some(bytes))) => {
+                // A data range never yields more than was asked for.
+                let room = match self.range_end.filter(|_| self.map.is_some()) {
+                    Some(end) => {
+                        usize::try_from(end.saturating_sub(self.received)).unwrap_or(usize::MAX)
+                    }
+                    None => usize::MAX,
+                };
+                let bytes = bytes.get(..room).unwrap_or(&bytes);
                 if !bytes.is_empty() {
-                    self.pending.extend_from_slice(&bytes);
+                    self.pending.extend_from_slice(bytes);
                     self.received += bytes.len() as u64;
                     if self.received > self.high_water {
                         self.high_water = self.received;
@@ -172,6 +217,16 @@ impl Stream {
             }
             Ok(Ok(None)) => {
                 self.response = None;
+                if let Some(end) = self.range_end.filter(|_| self.map.is_some()) {
+                    if self.received >= end {
+                        self.range_end = None;
+                        return Ok(());
+                    }
+                    return Err(Failure::Transient(TransientFailure::Truncated {
+                        received: self.received,
+                        expected: end,
+                    }));
+                }
                 match self.size {
                     Some(size) if self.received < size => {
                         Err(Failure::Transient(TransientFailure::Truncated {
@@ -246,6 +301,124 @@ impl Stream {
             }
             status => Err(self.status_failure(status)),
         }
+    }
+
+    /// Fetches the data map the first reply advertises, and switches to map mode when it
+    /// matches the image. Any problem only costs the map: the whole image is downloaded.
+    async fn try_data_map(&mut self) {
+        let advertised = self
+            .response
+            .as_ref()
+            .is_some_and(|r| r.headers().contains_key(data_map::ADVERTISE_HEADER));
+        let (Some(size), Some(etag)) = (self.size, self.validators.etag.clone()) else {
+            return;
+        };
+        if !advertised {
+            return;
+        }
+        match self.fetch_data_map().await {
+            Ok(map) if map.size == size && map.etag == etag => {
+                info!(url = %self.shown, data_bytes = map.data_bytes(), ranges = map.data.len(),
+                    size, "the server lists the image's data: downloading only that");
+                self.response = None;
+                self.map = Some(map);
+            }
+            Ok(_) => warn!(url = %self.shown,
+                "the image's data map is for another version of it; downloading the whole image"),
+            Err(reason) => warn!(url = %self.shown, %reason,
+                "the image's data map is unusable; downloading the whole image"),
+        }
+    }
+
+    async fn fetch_data_map(&self) -> Result<DataMap, String> {
+        let mut request = self.client.get(self.url.clone()).header(ACCEPT, data_map::MEDIA_TYPE);
+        if let Some(value) = &self.authorization {
+            request = request.header(AUTHORIZATION, value.clone());
+        }
+        let fetch = async {
+            let mut response = request.send().await.map_err(|e| e.to_string())?;
+            if response.status() != StatusCode::OK {
+                return Err(format!("HTTP {}", response.status().as_u16()));
+            }
+            let media = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            if media.map(|m| m.split(';').next().unwrap_or("").trim()) != Some(data_map::MEDIA_TYPE)
+            {
+                return Err(format!("content type {media:?}"));
+            }
+            let mut body = Vec::new();
+            while let Some(piece) = response.chunk().await.map_err(|e| e.to_string())? {
+                if (body.len() + piece.len()) as u64 > data_map::MAX_BODY_BYTES {
+                    return Err(format!("larger than {} bytes", data_map::MAX_BODY_BYTES));
+                }
+                body.extend_from_slice(&piece);
+            }
+            let map: DataMap = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            map.validate().map_err(|e| e.to_string())?;
+            Ok(map)
+        };
+        tokio::time::timeout(self.stall_timeout, fetch)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.stall_timeout))?
+    }
+
+    /// The hole the stream stands in (map mode, between requests): its length, or 0 at
+    /// the end of the image. `None` in a data range or without a map.
+    fn map_hole(&self) -> Option<u64> {
+        let map = self.map.as_ref()?;
+        if self.response.is_some() {
+            return None;
+        }
+        if self.received >= map.size {
+            return Some(0);
+        }
+        match map.locate(self.received) {
+            Err(next) => Some(next.saturating_sub(self.received)),
+            Ok(_) => None,
+        }
+    }
+
+    /// Requests the rest of the data range the stream stands in, guarded by the map's
+    /// validator. An image that changed since the map was made is downloaded again from
+    /// byte 0 without the map.
+    async fn open_map_range(&mut self) -> Result<(), Failure> {
+        let Some(map) = &self.map else {
+            return self.open_stream().await;
+        };
+        let (pos, size, etag) = (self.received, map.size, map.etag.clone());
+        let Ok(end) = map.locate(pos) else {
+            return Ok(());
+        };
+        let range = format!("bytes={pos}-{}", end - 1);
+        let response = self.send(Some(&range), Some(&etag)).await?;
+        let status = response.status();
+        match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let theirs = Validators::from_headers(response.headers());
+                let got = content_range_text(response.headers()).and_then(ContentRange::parse);
+                let exact = got.is_some_and(|r| {
+                    r.first == pos && r.last == end - 1 && r.total.is_none_or(|t| t == size)
+                });
+                if exact && self.validators.compatible(&theirs) {
+                    if self.range_end == Some(end) {
+                        self.stats.resumes += 1;
+                        info!(url = %self.shown, from = pos, "image download resumed");
+                    }
+                    self.range_end = Some(end);
+                    self.response = Some(response);
+                    return Ok(());
+                }
+            }
+            StatusCode::OK | StatusCode::RANGE_NOT_SATISFIABLE => {}
+            status => return Err(self.status_failure(status)),
+        }
+        warn!(url = %self.shown, at = pos,
+            "the image changed since its data map was made; downloading it again from byte 0");
+        self.map = None;
+        self.range_end = None;
+        self.restart();
+        let response =
+            if status == StatusCode::OK { response } else { self.send(None, None).await? };
+        self.accept_full(response)
     }
 
     /// Takes a 200 reply as the stream from byte 0.

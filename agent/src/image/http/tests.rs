@@ -42,6 +42,7 @@ fn drain(source: &mut HttpSource) -> (Vec<u8>, u32) {
                 assert!(bytes.len() <= CHUNK && !bytes.is_empty(), "{}", bytes.len());
                 out.extend_from_slice(&bytes);
             }
+            SourceEvent::Hole(len) => out.resize(out.len() + len as usize, 0),
             SourceEvent::Restart => {
                 restarts += 1;
                 out.clear();
@@ -564,4 +565,74 @@ fn works_from_a_blocking_thread_of_an_async_runtime() {
         .unwrap()
     });
     assert!(out == data);
+}
+
+/// `image(LEN)` with zeros outside `ranges`, as a sparse image whose map lists them.
+fn holey_image(ranges: &[[u64; 2]], seed: u64) -> Vec<u8> {
+    let full = image(LEN, seed);
+    let mut data = vec![0u8; LEN];
+    for &[offset, len] in ranges {
+        let r = offset as usize..(offset + len) as usize;
+        data[r.clone()].copy_from_slice(&full[r]);
+    }
+    data
+}
+
+#[test]
+fn a_data_map_limits_the_download_to_the_data_and_survives_a_cut() {
+    let ranges = vec![[0, 50_000], [200_000, 80_000]];
+    let data = holey_image(&ranges, 11);
+    // The first (whole-image) reply is dropped for the map; the cut hits the first range.
+    let server =
+        serve(ServerBuilder::new().data_map("/image.raw", ranges).cut_after(30_000, 2), &data);
+    let mut source =
+        HttpSource::open_with(&server.url("/image.raw"), &opts(), CHUNK, true).unwrap();
+    let mut out = Vec::new();
+    let mut holes = Vec::new();
+    while let Some(event) = source.next_event().unwrap() {
+        match event {
+            SourceEvent::Data(bytes) => out.extend_from_slice(&bytes),
+            SourceEvent::Hole(len) => {
+                holes.push((out.len() as u64, len));
+                out.resize(out.len() + len as usize, 0);
+            }
+            SourceEvent::Restart => panic!("no restart expected"),
+        }
+    }
+    assert!(out == data, "content differs");
+    assert_eq!(holes, [(50_000, 150_000), (280_000, LEN as u64 - 280_000)]);
+    let stats = source.stats();
+    assert_eq!((stats.resumes, stats.restarts, stats.refetched_bytes), (1, 0, 0));
+    let requests = server.requests();
+    let ranges: Vec<_> = requests.iter().skip(2).map(|r| r.range.clone()).collect();
+    assert_eq!(
+        ranges,
+        [
+            Some("bytes=0-49999".to_owned()),
+            Some("bytes=30000-49999".to_owned()),
+            Some("bytes=200000-279999".to_owned())
+        ]
+    );
+    assert!(requests.iter().skip(2).all(|r| r.if_range.as_deref() == Some("\"v1-300001\"")));
+    // Exactly the data crossed the wire after the map: nothing twice, no zeros.
+    assert_eq!(body_total(&requests[2..]), 130_000);
+}
+
+#[test]
+fn an_unusable_data_map_means_the_whole_image() {
+    let data = image(LEN, 12);
+    // Ranges past the end: the map is refused and the image streamed whole.
+    let server =
+        serve(ServerBuilder::new().data_map("/image.raw", vec![[0, LEN as u64 + 5]]), &data);
+    let mut source =
+        HttpSource::open_with(&server.url("/image.raw"), &opts(), CHUNK, true).unwrap();
+    let (out, restarts) = drain(&mut source);
+    assert!(out == data, "content differs");
+    assert_eq!(restarts, 0);
+    assert!(server.requests().iter().all(|r| r.range.is_none()));
+    // Without asking for maps, none is fetched.
+    let server = serve(ServerBuilder::new().data_map("/image.raw", vec![[0, 10]]), &data);
+    let mut source = open(&server, &opts());
+    assert!(drain(&mut source).0 == data);
+    assert_eq!(server.requests().len(), 1);
 }

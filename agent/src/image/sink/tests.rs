@@ -4,6 +4,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::fixtures::loop_device::LoopDevice;
 
 const MIB: u64 = 1 << 20;
 const OLD: u8 = 0xaa;
@@ -272,7 +273,7 @@ fn block_device_zero_runs_use_blkzeroout() {
     let dir = tempfile::tempdir().unwrap();
     let size = 8 * MIB;
     let backing = old_disk(dir.path(), size);
-    let Some(loopdev) = LoopDevice::attach(&backing) else {
+    let Some(loopdev) = LoopDevice::attach(&backing, &[]) else {
         return;
     };
     let mut image = pattern(0, size as usize);
@@ -288,42 +289,4 @@ fn block_device_zero_runs_use_blkzeroout() {
     let report = result.unwrap();
     assert_eq!(report.bytes_zeroed, 4 * MIB, "{report:?}");
     assert_eq!(std::fs::read(&backing).unwrap(), image);
-}
-
-/// A loop device attached to a file of ours, detached on drop.
-struct LoopDevice {
-    path: PathBuf,
-}
-
-impl LoopDevice {
-    fn attach(backing: &Path) -> Option<LoopDevice> {
-        if !Path::new("/dev/loop-control").exists() {
-            eprintln!("skipped: /dev/loop-control does not exist");
-            return None;
-        }
-        let out = std::process::Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=off"])
-            .arg(backing)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => {
-                let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                Some(LoopDevice { path: PathBuf::from(path) })
-            }
-            Ok(out) => {
-                eprintln!("skipped: losetup failed: {}", String::from_utf8_lossy(&out.stderr));
-                None
-            }
-            Err(e) => {
-                eprintln!("skipped: cannot run losetup: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup").arg("--detach").arg(&self.path).status();
-    }
 }

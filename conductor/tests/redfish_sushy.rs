@@ -1,0 +1,263 @@
+//! The `redfish` driver against a real Redfish implementation: `sushy-emulator --fake`
+//! (sushy-tools) with basic authentication on a free loopback port.
+//!
+//! The emulator applies power changes after a random 1–11 s delay, so every power test
+//! depends on the driver polling until the change lands.
+
+#[path = "redfish_support/sushy.rs"]
+mod sushy;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferric_conductor::bmc::redfish::{
+    BootMode, BootTarget, RedfishBmc, RedfishDriver, RedfishOptions,
+};
+use ferric_conductor::bmc::{Bmc, BmcError, BootDevice, Driver, PowerAction, PowerState};
+use serde_json::{json, Map, Value};
+use sushy::{FakeSystem, Sushy};
+
+const USER: &str = "admin";
+const PASSWORD: &str = "redfish-pass";
+
+fn options() -> RedfishOptions {
+    RedfishOptions {
+        request_timeout: Duration::from_secs(20),
+        connect_timeout: Duration::from_secs(2),
+        // The emulator's delay is at most 11 s.
+        power_timeout: Duration::from_secs(30),
+        soft_power_off_timeout: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(200),
+        transient_retries: 1,
+        backoff: Duration::from_millis(100),
+        ..RedfishOptions::default()
+    }
+}
+
+fn system(uuid: &str, name: &str, power_on: bool) -> FakeSystem {
+    FakeSystem { uuid: uuid.to_owned(), name: name.to_owned(), power_on }
+}
+
+fn info(address: &str, extra: Value) -> Map<String, Value> {
+    let mut info = json!({
+        "redfish_address": address,
+        "redfish_username": USER,
+        "redfish_password": PASSWORD,
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    info.extend(extra.as_object().unwrap().clone());
+    info
+}
+
+/// The emulator with one system (off), and a handle to it with `redfish_system_id` unset.
+fn one_system(test: &str) -> Option<(Sushy, RedfishBmc)> {
+    let bin = sushy::venv_or_skip(test)?;
+    let sushy = Sushy::start(
+        &bin,
+        &[system("8fd2b3c6-3a44-4bd0-9a57-7c6b0a1b2c3d", "node-0", false)],
+        USER,
+        PASSWORD,
+    );
+    let driver = RedfishDriver::with_options(options());
+    let bmc = driver.connect_redfish("node-0", &info(&sushy.address(), json!({}))).unwrap();
+    Some((sushy, bmc))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_on_off_reboot_and_soft_off_land() {
+    let Some((sushy, bmc)) = one_system("power_on_off_reboot_and_soft_off_land") else {
+        return;
+    };
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    let steps = [
+        (PowerAction::On, PowerState::On),
+        (PowerAction::Reboot, PowerState::On),
+        (PowerAction::Off, PowerState::Off),
+        // Reboot of a node that is off powers it on.
+        (PowerAction::Reboot, PowerState::On),
+        (PowerAction::SoftOff, PowerState::Off),
+    ];
+    for (action, landed) in steps {
+        bmc.set_power(action, None).await.unwrap_or_else(|e| {
+            panic!("{action:?}: {e}\nemulator log:\n{}", sushy.log());
+        });
+        assert_eq!(bmc.power_state().await.unwrap(), landed, "after {action:?}");
+    }
+    // The emulator saw the reset types the driver chose.
+    let log = sushy.log();
+    for reset in ["\"On\"", "\"ForceRestart\"", "\"ForceOff\"", "\"GracefulShutdown\""] {
+        assert!(log.contains(&format!("power state set to {reset}")), "{reset} not in\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_override_set_and_read_back() {
+    let Some((_sushy, bmc)) = one_system("boot_override_set_and_read_back") else { return };
+    for device in [BootDevice::Pxe, BootDevice::Cdrom, BootDevice::Disk] {
+        bmc.set_boot_device(device, true).await.unwrap();
+        let read = bmc.boot_device().await.unwrap();
+        assert_eq!(read.device, Some(device));
+        // The emulator reports every override as continuous.
+        assert_eq!(read.persistent, Some(true));
+    }
+    // The emulator does not list BiosSetup among the targets it allows.
+    let err = bmc.set_boot_device(BootDevice::Bios, false).await.unwrap_err();
+    assert!(
+        matches!(err, BmcError::Unsupported { ref what } if what.contains("BiosSetup")),
+        "{err}"
+    );
+    let err = bmc.set_boot_device(BootDevice::Safe, false).await.unwrap_err();
+    assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
+
+    bmc.set_boot_override(BootTarget::Pxe, false, Some(BootMode::Legacy)).await.unwrap();
+    let read = bmc.boot_override().await.unwrap();
+    assert_eq!(read.target.as_deref(), Some("Pxe"));
+    assert_eq!(read.mode.as_deref(), Some("Legacy"));
+    bmc.set_boot_override(BootTarget::Hdd, true, Some(BootMode::Uefi)).await.unwrap();
+    let read = bmc.boot_override().await.unwrap();
+    assert_eq!(read.target.as_deref(), Some("Hdd"));
+    assert_eq!(read.mode.as_deref(), Some("UEFI"));
+}
+
+/// Serves a small "ISO" for the emulator to download on insert.
+async fn image_server() -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new()
+        .route("/boot.iso", axum::routing::get(|| async { vec![0x42u8; 64 * 1024] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://127.0.0.1:{port}/boot.iso"), task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_media_insert_boot_and_eject_read_back() {
+    let Some((sushy, bmc)) = one_system("virtual_media_insert_boot_and_eject_read_back") else {
+        return;
+    };
+    let (url, server) = image_server().await;
+    let before = bmc.virtual_media().await.unwrap();
+    assert!(!before.inserted, "{before:?}");
+    assert!(before.device.ends_with("/VirtualMedia/Cd"), "{before:?}");
+
+    bmc.boot_from_virtual_media(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nemulator log:\n{}", sushy.log()));
+    let inserted = bmc.virtual_media().await.unwrap();
+    assert!(inserted.inserted, "{inserted:?}");
+    assert_eq!(inserted.image.as_deref(), Some(url.as_str()));
+    assert_eq!(bmc.boot_device().await.unwrap().device, Some(BootDevice::Cdrom));
+
+    // Inserting again replaces the media (eject first).
+    bmc.insert_virtual_media(&url).await.unwrap();
+    assert!(bmc.virtual_media().await.unwrap().inserted);
+
+    bmc.eject_virtual_media().await.unwrap();
+    let ejected = bmc.virtual_media().await.unwrap();
+    assert!(!ejected.inserted, "{ejected:?}");
+    // Ejecting an empty device is not an error.
+    bmc.eject_virtual_media().await.unwrap();
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_auth_failed_for_every_auth_type() {
+    let Some(bin) = sushy::venv_or_skip("wrong_password_is_auth_failed_for_every_auth_type") else {
+        return;
+    };
+    let sushy = Sushy::start(&bin, &[system("1b0e7c8a-1", "n", false)], USER, PASSWORD);
+    let driver = RedfishDriver::with_options(options());
+    for auth in ["basic", "session", "auto"] {
+        let mut info = info(&sushy.address(), json!({ "redfish_auth_type": auth }));
+        info.insert("redfish_password".into(), json!("wrong"));
+        let bmc = driver.connect("n", &info).unwrap();
+        let err = bmc.power_state().await.unwrap_err();
+        assert!(matches!(err, BmcError::AuthFailed { .. }), "{auth}: {err}");
+        assert!(!err.is_transient());
+    }
+    // The right password works with basic and with auto (the emulator has no sessions).
+    for auth in ["basic", "auto"] {
+        let bmc = driver
+            .connect("n", &info(&sushy.address(), json!({ "redfish_auth_type": auth })))
+            .unwrap();
+        assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off, "{auth}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_systems_need_a_system_id() {
+    let Some(bin) = sushy::venv_or_skip("several_systems_need_a_system_id") else { return };
+    let sushy = Sushy::start(
+        &bin,
+        &[system("aaaaaaaa-0001", "alpha", true), system("bbbbbbbb-0002", "beta", false)],
+        USER,
+        PASSWORD,
+    );
+    let driver = Arc::new(RedfishDriver::with_options(options()));
+    let bmc = driver.connect("n", &info(&sushy.address(), json!({}))).unwrap();
+    let err = bmc.power_state().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("2 systems")
+            && text.contains("/redfish/v1/Systems/aaaaaaaa-0001")
+            && text.contains("/redfish/v1/Systems/bbbbbbbb-0002")
+            && text.contains("redfish_system_id"),
+        "{text}"
+    );
+    for (id, power) in
+        [("aaaaaaaa-0001", PowerState::On), ("/redfish/v1/Systems/bbbbbbbb-0002", PowerState::Off)]
+    {
+        let bmc = driver
+            .connect("n", &info(&sushy.address(), json!({ "redfish_system_id": id })))
+            .unwrap();
+        assert_eq!(bmc.power_state().await.unwrap(), power, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn nothing_listening_is_unreachable_within_the_bound() {
+    let port = sushy::free_port();
+    let driver = RedfishDriver::with_options(options());
+    let bmc = driver
+        .connect("n", &info(&format!("http://127.0.0.1:{port}"), json!({"redfish_system_id": "1"})))
+        .unwrap();
+    let started = Instant::now();
+    let err = bmc.power_state().await.unwrap_err();
+    assert!(matches!(err, BmcError::Unreachable { .. }), "{err}");
+    assert!(err.is_transient());
+    // One retry after 100 ms of backoff, each attempt refused at once.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(100) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_band_inspection_and_secure_boot() {
+    let Some((sushy, bmc)) = one_system("out_of_band_inspection_and_secure_boot") else {
+        return;
+    };
+    let found = bmc.inspect().await.unwrap_or_else(|e| panic!("{e}\n{}", sushy.log()));
+    let inventory = &found.inventory;
+    assert_eq!(inventory.mac_addresses(), ["52:54:00:12:34:56"]);
+    assert_eq!(inventory.system_vendor.manufacturer, "Sushy Emulator");
+    assert_eq!(
+        inventory.boot.current_boot_mode,
+        ferric_shared::inventory::BootMode::Uefi,
+        "the emulator's systems boot in UEFI mode"
+    );
+    assert_eq!(found.secure_boot, Some(false));
+
+    bmc.set_secure_boot(true).await.unwrap();
+    assert_eq!(bmc.inspect().await.unwrap().secure_boot, Some(true));
+    bmc.set_secure_boot(false).await.unwrap();
+    assert_eq!(bmc.inspect().await.unwrap().secure_boot, Some(false));
+
+    // The fake systems have no BIOS resource.
+    let err = bmc.reset_bios_to_default().await.unwrap_err();
+    assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
+}
