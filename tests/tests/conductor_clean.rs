@@ -343,6 +343,55 @@ async fn provide_erases_the_disks_and_keeps_the_report_on_the_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provide_with_both_erase_steps_zeroes_the_disks_and_reports_each_step() {
+    let lab = Lab::start(|_| {}).await;
+    for disk in ["vda", "vdb"] {
+        seed_disk(&lab.disk(disk));
+    }
+    let uuid = lab.manageable_node("erase-2", json!({})).await;
+    lab.provision(&uuid, json!({"target": "provide"})).await;
+    let node = lab.wait_state(&uuid, "available").await;
+    assert_eq!(node["last_error"], Value::Null, "{node:#}");
+    lab.wait_powered_off(&uuid).await;
+
+    // Metadata first (99), then the full erase (10); both reported per disk.
+    let report = &node["driver_internal_info"]["clean_erase_report"];
+    for disk in ["/dev/vda", "/dev/vdb"] {
+        assert_eq!(report["erase_devices_metadata"][disk]["method"], "metadata", "{report:#}");
+        let full = &report["erase_devices"][disk];
+        assert_eq!(full["device"], disk, "{report:#}");
+        // ironic-python-agent's defaults (agent_erase_devices_iterations 1,
+        // agent_erase_devices_zeroize true): one random pass, then zeros.
+        assert_eq!(full["method"], "overwrite", "{report:#}");
+        assert_eq!(full["passes"], 2, "{report:#}");
+        assert_eq!(full["bytes"], DISK_BYTES, "{report:#}");
+        assert_eq!(full["verification"]["outcome"], "verified", "{report:#}");
+        // A disk this small is read back whole.
+        assert_eq!(full["verification"]["bytes_checked"], DISK_BYTES, "{report:#}");
+    }
+
+    // The whole disk reads back as zeros: tables, the marker, everything.
+    for disk in ["vda", "vdb"] {
+        let bytes = std::fs::read(lab.disk(disk)).unwrap();
+        assert_eq!(bytes.len() as u64, DISK_BYTES);
+        let first = bytes.iter().position(|&b| b != 0);
+        assert_eq!(first, None, "{disk}: non-zero byte left");
+    }
+
+    let shown = run_ferric(&lab.url, &["node", "show", "erase-2"]).await.unwrap();
+    shown.ensure_success("node show").unwrap();
+    let row = shown
+        .stdout
+        .lines()
+        .find(|l| l.contains("| erase_devices ") && l.contains("| /dev/vda "))
+        .unwrap_or_else(|| panic!("no report row:\n{}", shown.stdout));
+    assert!(row.contains("| overwrite (2 passes) "), "{row}");
+    assert!(row.contains("| 64.0 MiB (67108864) "), "{row}");
+    assert!(row.contains("| verified: "), "{row}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_cleaning_holds_waits_resumes_aborts_and_fails_with_the_agents_error() {
     let lab = Lab::start(|_| {}).await;
     let driver_info = json!({"agent_burnin_cpu_timeout": "0.2", "agent_burnin_cpu_cpu": 1,

@@ -68,13 +68,13 @@ pub fn erase_report_table(report: &Value) -> Option<Table> {
             }
             let field = |k: &str| disk.get(k);
             let mut method = cell(field("method"));
+            if let Some(passes) = field("passes").and_then(Value::as_u64).filter(|p| *p > 1) {
+                method.push_str(&format!(" ({passes} passes)"));
+            }
             if let Some(fallbacks) = field("fallbacks").and_then(Value::as_array) {
                 for fallback in fallbacks {
                     method.push_str(&format!("\n  passed over: {}", cell(Some(fallback))));
                 }
-            }
-            if let Some(passes) = field("passes").and_then(Value::as_u64).filter(|p| *p > 1) {
-                method.push_str(&format!(" ({passes} passes)"));
             }
             let duration = match field("duration_s").and_then(Value::as_f64) {
                 Some(s) => format!("{s:.1} s"),
@@ -131,8 +131,8 @@ mod tests {
     fn the_report_becomes_one_row_per_step_and_disk() {
         let mut node = json!({"uuid": "u", "driver_internal_info": {"clean_erase_report": {
             "erase_devices": {
-                "/dev/sda": {"device": "/dev/sda", "method": "zero_fill", "duration_s": 1.23,
-                             "bytes": 8589934592u64, "passes": 1,
+                "/dev/sda": {"device": "/dev/sda", "method": "overwrite", "duration_s": 1.23,
+                             "bytes": 8589934592u64, "passes": 2,
                              "verification": {"outcome": "verified", "samples": 258,
                                               "bytes_checked": 270532608},
                              "fallbacks": ["nvme_user_data_erase: not an NVMe disk"]},
@@ -160,7 +160,7 @@ mod tests {
                 vec![
                     "erase_devices",
                     "/dev/sda",
-                    "zero_fill",
+                    "overwrite (2 passes)",
                     "1.2 s",
                     "8.0 GiB (8589934592)",
                     "verified: 258 samples, 258.0 MiB (270532608)"
