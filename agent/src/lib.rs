@@ -5,6 +5,7 @@
 //! See `ARCHITECTURE.md` at the repository root for the code map.
 
 pub mod api;
+pub mod burnin;
 pub mod cmdline;
 pub mod commands;
 pub mod config;

@@ -456,8 +456,8 @@ async fn step_commands_carry_step_node_ports_and_version() {
     let ports = [json!({"address": "52:54:00:12:34:56"})];
     let versions = [("generic_hardware_manager".to_owned(), "1.2".to_owned())].into();
 
-    // The agent accepts the step (it then fails it: it offers no such clean step); what
-    // matters here is what was sent.
+    // The agent accepts the step and runs it on its fixture host tree; what matters here is
+    // what was sent.
     let running = guard(
         "execute_clean_step",
         client.execute_clean_step(&step, &node, &ports, Some(&versions)),

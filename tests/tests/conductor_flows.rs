@@ -211,6 +211,10 @@ impl Lab {
         config.agent.post_deploy_get_power_state_retries = 3;
         config.agent.post_deploy_get_power_state_retry_interval = 1;
         config.agent.command_timeout = 20;
+        // These flows are about provisioning, not erasing: automated cleaning runs no
+        // erase step here (tests/tests/conductor_clean.rs covers erasing).
+        config.cleaning.erase_devices_priority = Some(0);
+        config.cleaning.erase_devices_metadata_priority = Some(0);
         let url = format!("http://{addr}");
         let _ = machine.api_url.set(url.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -370,7 +374,7 @@ async fn provide_deploy_undeploy_clean_and_abort_with_the_real_agent() {
     assert_eq!(status, 201, "{port}");
     tokio::spawn(lab.machine.clone().watch(uuid.clone()));
 
-    // manage → manageable; provide → cleaning with the agent (it offers no clean step) →
+    // manage → manageable; provide → cleaning with the agent (no erase step runs here) →
     // available, powered off.
     lab.provision(&uuid, json!({"target": "manage"})).await;
     lab.wait_state(&uuid, "manageable").await;
@@ -425,7 +429,7 @@ async fn provide_deploy_undeploy_clean_and_abort_with_the_real_agent() {
     lab.provision(
         &uuid,
         json!({"target": "clean",
-               "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
+               "clean_steps": [{"interface": "raid", "step": "delete_configuration"}]}),
     )
     .await;
     let node = lab.wait_state(&uuid, "clean failed").await;
@@ -433,8 +437,8 @@ async fn provide_deploy_undeploy_clean_and_abort_with_the_real_agent() {
     assert_eq!(
         node["last_error"],
         format!(
-            "Cannot clean node {uuid}: clean step deploy.erase_devices is not supported by the \
-             agent"
+            "Cannot clean node {uuid}: clean step raid.delete_configuration is not supported by \
+             the agent"
         ),
         "{node:#}"
     );
@@ -1028,7 +1032,7 @@ async fn ferric_cli_waits_through_the_flows() {
     // CLI relays the conductor's reason.
     let manage = ferric(&["node", "manage", "f-1", "--wait", "120"]).await.unwrap();
     manage.ensure_success("manage").unwrap();
-    let steps = r#"[{"interface": "deploy", "step": "erase_devices"}]"#;
+    let steps = r#"[{"interface": "raid", "step": "delete_configuration"}]"#;
     let clean =
         run_ferric(&lab.url, &["node", "clean", "f-1", "--clean-steps", steps, "--wait", "120"])
             .await
@@ -1037,7 +1041,7 @@ async fn ferric_cli_waits_through_the_flows() {
     assert!(
         clean.stderr.contains(&format!(
             "node f-1 ended in clean failed: Cannot clean node {uuid}: clean step \
-             deploy.erase_devices is not supported by the agent"
+             raid.delete_configuration is not supported by the agent"
         )),
         "{}",
         clean.stderr

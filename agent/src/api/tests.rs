@@ -334,9 +334,14 @@ async fn refused_requests_use_ipa_codes_and_record_nothing() {
             "Invalid command: Unknown command: bogus",
         ),
         (
+            json!({"name": "rescue.finalize_rescue", "params": {}}),
+            400,
+            "Invalid command: Unknown command: finalize_rescue",
+        ),
+        (
             json!({"name": "service.execute_service_step", "params": {}}),
             400,
-            "Invalid command: Unknown command: execute_service_step",
+            "Invalid command parameters: missing parameter step",
         ),
         (
             json!({"name": "clean.execute_clean_step", "params": {}}),
@@ -603,17 +608,32 @@ async fn stop_is_graceful_without_lockdown() {
 #[tokio::test]
 async fn step_commands_have_ipa_shapes() {
     let a = start(Some(token()), None).await;
-    let versions = json!({"ferric_hardware_manager": "1.1"});
+    let versions = json!({"generic_hardware_manager": "1.2"});
     let clean = a.command("clean.get_clean_steps", json!({"node": {}, "ports": []}), true).await;
     assert_eq!(clean.status, StatusCode::OK);
+    assert_eq!(clean.body["command_result"]["hardware_manager_version"], versions);
+    let offered: Vec<&str> = clean.body["command_result"]["clean_steps"]["GenericHardwareManager"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        clean.body["command_result"],
-        json!({"clean_steps": {"FerricHardwareManager": []}, "hardware_manager_version": versions})
+        offered,
+        [
+            "erase_devices",
+            "erase_devices_metadata",
+            "erase_devices_express",
+            "erase_pstore",
+            "burnin_cpu",
+            "burnin_disk",
+            "burnin_memory"
+        ]
     );
     assert_eq!(clean.body["command_name"], "get_clean_steps");
     let deploy = a.command("deploy.get_deploy_steps", json!({"node": {}, "ports": []}), true).await;
     assert_eq!(
-        deploy.body["command_result"]["deploy_steps"]["FerricHardwareManager"][0]["step"],
+        deploy.body["command_result"]["deploy_steps"]["GenericHardwareManager"][1]["step"],
         "write_image"
     );
 
@@ -638,12 +658,50 @@ async fn step_commands_have_ipa_shapes() {
         .command("clean.execute_clean_step", json!({"step": erase, "clean_version": null}), true)
         .await;
     assert_eq!(r.body["command_status"], "FAILED");
+    // The erase engine runs on the fixture host, whose disk has no device node: its own
+    // error reaches the conductor as the command's error.
+    let details = r.body["command_error"]["details"].as_str().unwrap();
+    assert!(details.starts_with("cannot choose the devices to erase: "), "{details}");
+    assert!(details.contains("/dev/vda"), "{details}");
+
+    let nvram = json!({"interface": "deploy", "step": "clean_uefi_nvram"});
+    let r = a.command("clean.execute_clean_step", json!({"step": nvram}), true).await;
+    assert_eq!(r.body["command_status"], "FAILED");
     assert_eq!(
         r.body["command_error"]["details"],
-        "clean step deploy.erase_devices is not offered by this agent"
+        "clean step deploy.clean_uefi_nvram is not offered by this agent"
     );
 
-    let stale = json!({"ferric_hardware_manager": "0.1"});
+    std::fs::create_dir_all(a.host.path("/sys/fs/pstore")).unwrap();
+    std::fs::write(a.host.path("/sys/fs/pstore/dmesg-efi-1"), "Oops").unwrap();
+    let pstore = json!({"interface": "deploy", "step": "erase_pstore", "args": {}});
+    let r = a.command("clean.execute_clean_step", json!({"step": pstore}), true).await;
+    assert_eq!(r.body["command_status"], "SUCCEEDED", "{}", r.body);
+    assert_eq!(
+        r.body["command_result"],
+        json!({"clean_result": {"pstore_dir": "/sys/fs/pstore", "removed": ["dmesg-efi-1"]},
+               "clean_step": pstore})
+    );
+    assert!(!a.host.path("/sys/fs/pstore/dmesg-efi-1").exists());
+
+    // A burn-in reads its settings from the node sent with the step.
+    let cpu = json!({"interface": "deploy", "step": "burnin_cpu", "args": {}});
+    let node = json!({"driver_info": {"agent_burnin_cpu_timeout": "0.05",
+                                      "agent_burnin_cpu_cpu": 1}});
+    let r = a.command("clean.execute_clean_step", json!({"step": cpu, "node": node}), true).await;
+    assert_eq!(r.body["command_status"], "SUCCEEDED", "{}", r.body);
+    assert_eq!(r.body["command_result"]["clean_step"], cpu);
+    assert_eq!(r.body["command_result"]["clean_result"]["workers"], 1);
+    assert_eq!(r.body["command_result"]["clean_result"]["errors"], 0);
+    let bad = json!({"driver_info": {"agent_burnin_cpu_timeout": "soon"}});
+    let r = a.command("clean.execute_clean_step", json!({"step": cpu, "node": bad}), true).await;
+    assert_eq!(r.body["command_status"], "FAILED");
+    assert_eq!(
+        r.body["command_error"]["details"],
+        "driver_info agent_burnin_cpu_timeout is \"soon\", expected a non-negative number"
+    );
+
+    let stale = json!({"generic_hardware_manager": "0.1"});
     let r = a
         .command("clean.execute_clean_step", json!({"step": erase, "clean_version": stale}), true)
         .await;
@@ -654,7 +712,7 @@ async fn step_commands_have_ipa_shapes() {
     let r = a.command("standby.get_partition_uuids", json!({}), true).await;
     assert_eq!(r.body["command_status"], "SUCCEEDED");
     assert_eq!(r.body["command_result"], json!({}));
-    assert_eq!(a.list().await.len(), 6);
+    assert_eq!(a.list().await.len(), 10);
 }
 
 #[tokio::test]

@@ -100,6 +100,15 @@ pub fn split_name(name: &str) -> Result<(&str, &str), CommandParseError> {
     name.split_once('.').ok_or(CommandParseError::MalformedName)
 }
 
+/// The step kind of a steps extension (`clean`, `deploy` or `service`).
+fn step_kind(extension: &str) -> StepKind {
+    match extension {
+        "clean" => StepKind::Clean,
+        "service" => StepKind::Service,
+        _ => StepKind::Deploy,
+    }
+}
+
 /// Parameters of commands that take none. Unknown keys are refused, as a Python method
 /// without `**kwargs` refuses them.
 #[derive(Debug, Deserialize)]
@@ -145,13 +154,17 @@ impl Command {
             return Err(CommandParseError::UnknownExtension(extension.to_owned()));
         }
         let parsed = match (extension, command) {
-            ("clean", "get_clean_steps") | ("deploy", "get_deploy_steps") => {
-                let kind = if extension == "clean" { StepKind::Clean } else { StepKind::Deploy };
+            ("clean", "get_clean_steps")
+            | ("deploy", "get_deploy_steps")
+            | ("service", "get_service_steps") => {
+                let kind = step_kind(extension);
                 let steps::GetStepsParams { .. } = params(raw)?;
                 return Ok(Command::GetSteps(kind));
             }
-            ("clean", "execute_clean_step") | ("deploy", "execute_deploy_step") => {
-                let kind = if extension == "clean" { StepKind::Clean } else { StepKind::Deploy };
+            ("clean", "execute_clean_step")
+            | ("deploy", "execute_deploy_step")
+            | ("service", "execute_service_step") => {
+                let kind = step_kind(extension);
                 let request = StepRequest::parse(kind, raw)
                     .map_err(|e| CommandParseError::InvalidParams(e.to_string()))?;
                 return Ok(Command::ExecuteStep(Box::new(request)));
@@ -259,7 +272,8 @@ impl Command {
                 Ok(Completion::value(value))
             }
             Command::ExecuteStep(request) => {
-                let result = match steps::plan(&request).map_err(CommandFailure::Step)? {
+                let action = steps::plan(&request).map_err(CommandFailure::Step)?;
+                let result = match action {
                     StepAction::WriteImage => {
                         let args = request.step.args.clone();
                         let p: ImageParams = serde_json::from_value(Value::Object(args))
@@ -272,6 +286,12 @@ impl Command {
                         serde_json::json!({
                             "result": format!("prepare_image: {}", prepared.message())
                         })
+                    }
+                    other => {
+                        // The node sent with the step, else the one lookup returned, for
+                        // driver_info / driver_internal_info / skip_block_devices.
+                        let node = request.node.clone().or_else(|| ctx.session.node());
+                        run_blocking_step(&ctx, &live, other, node).await?
                     }
                 };
                 let done = ferric_shared::steps::ExecuteStepResult {
@@ -340,6 +360,54 @@ impl Command {
             Command::TestPanic => panic!("test_panic"),
         }
     }
+}
+
+/// Runs an erase or burn-in step on a blocking thread: they do long, synchronous disk and
+/// memory work. Erase progress is published as the command's interim result.
+async fn run_blocking_step(
+    ctx: &Arc<CommandContext>,
+    live: &LiveResult,
+    action: StepAction,
+    node: Option<Value>,
+) -> Result<Value, CommandFailure> {
+    use crate::erase::run as erase;
+    let host = ctx.inventory.host.clone();
+    let config = ctx.erase.clone();
+    let live = live.clone();
+    tokio::task::spawn_blocking(move || {
+        let progress = |value: Value| live.publish(value);
+        let node = node.as_ref();
+        match action {
+            StepAction::EraseDevices => {
+                erase::erase_devices(&host, node, &config, &progress).map_err(CommandFailure::Erase)
+            }
+            StepAction::EraseDevicesMetadata => {
+                erase::erase_devices_metadata(&host, node, &config, &progress)
+                    .map_err(CommandFailure::Erase)
+            }
+            StepAction::EraseDevicesExpress => {
+                erase::erase_devices_express(&host, node, &config, &progress)
+                    .map_err(CommandFailure::Erase)
+            }
+            StepAction::ErasePstore => {
+                crate::erase::pstore::erase_pstore(&host).map_err(CommandFailure::Erase)
+            }
+            StepAction::BurninCpu => {
+                crate::burnin::cpu::burnin_cpu(node).map_err(CommandFailure::Burnin)
+            }
+            StepAction::BurninMemory => {
+                crate::burnin::memory::burnin_memory(&host, node).map_err(CommandFailure::Burnin)
+            }
+            StepAction::BurninDisk => {
+                crate::burnin::disk::burnin_disk(&host, node).map_err(CommandFailure::Burnin)
+            }
+            StepAction::WriteImage => {
+                Err(CommandFailure::NotSupported("write_image as a blocking step"))
+            }
+        }
+    })
+    .await
+    .map_err(CommandFailure::Task)?
 }
 
 fn prepare_env<'a>(ctx: &'a CommandContext, live: &'a LiveResult) -> PrepareEnv<'a> {
@@ -469,6 +537,10 @@ pub enum CommandFailure {
     Deploy(#[from] DeployError),
     #[error("{0} is not supported yet")]
     NotSupported(&'static str),
+    #[error(transparent)]
+    Erase(crate::erase::run::EraseStepError),
+    #[error(transparent)]
+    Burnin(crate::burnin::BurninError),
     #[cfg(test)]
     #[error("{0}")]
     Test(String),
@@ -522,6 +594,7 @@ mod tests {
             ("deploy.get_deploy_steps", Command::GetSteps(StepKind::Deploy), Mode::Sync),
             ("standby.get_partition_uuids", Command::GetPartitionUuids, Mode::Sync),
             ("image.install_bootloader", Command::InstallBootloader, Mode::Async),
+            ("service.get_service_steps", Command::GetSteps(StepKind::Service), Mode::Sync),
         ];
         for (wire, expected, mode) in table {
             let (ext, cmd) = split_name(wire).unwrap();
@@ -541,10 +614,10 @@ mod tests {
             ("standby", "nope", json!({}), "Invalid command: Unknown command: nope"),
             // Known extension, command not implemented here.
             (
-                "service",
-                "execute_service_step",
+                "rescue",
+                "finalize_rescue",
                 json!({}),
-                "Invalid command: Unknown command: execute_service_step",
+                "Invalid command: Unknown command: finalize_rescue",
             ),
             (
                 "clean",

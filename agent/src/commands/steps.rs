@@ -1,11 +1,14 @@
-//! The `clean` and `deploy` extensions: the steps this agent offers and their execution,
-//! with ironic-python-agent's result shapes (`{"<kind>_steps": {<class>: [...]},
-//! "hardware_manager_version": {<name>: <version>}}` and `{"<kind>_result": ...,
+//! The `clean`, `deploy` and `service` extensions: the steps this agent offers and their
+//! execution, with ironic-python-agent's result shapes (`{"<kind>_steps": {<class>:
+//! [...]}, "hardware_manager_version": {<name>: <version>}}` and `{"<kind>_result": ...,
 //! "<kind>_step": <step>}`).
 //!
-//! Only steps the agent really carries out are offered: today no clean step, and the
-//! `write_image` deploy step (priority 0: the conductor's own `write_image` step calls
-//! it), which runs what `standby.prepare_image` runs (see [`super::deploy`]).
+//! The steps are offered under ironic-python-agent's `GenericHardwareManager` names, so
+//! that Ironic's cleaning configuration (`[deploy]erase_devices_priority`, manual step
+//! lists naming `deploy.erase_devices`) works unchanged. Only steps the agent really
+//! carries out are offered: no RAID, no `clean_uefi_nvram`, no GPU or network burn-in.
+//! `write_image` (priority 0: the conductor's own `write_image` step calls it) runs what
+//! `standby.prepare_image` runs (see [`super::deploy`]).
 
 use std::collections::BTreeMap;
 
@@ -16,48 +19,117 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// The class name under which the agent's steps are grouped.
-pub const MANAGER_CLASS: &str = "FerricHardwareManager";
+pub const MANAGER_CLASS: &str = "GenericHardwareManager";
 /// The manager name of `hardware_manager_version`.
-pub const MANAGER_NAME: &str = "ferric_hardware_manager";
+pub const MANAGER_NAME: &str = "generic_hardware_manager";
 /// The manager version; changes whenever the offered steps change meaning.
-pub const MANAGER_VERSION: &str = "1.1";
+pub const MANAGER_VERSION: &str = "1.2";
 
-/// `{ferric_hardware_manager: <MANAGER_VERSION>}`.
+/// `{generic_hardware_manager: <MANAGER_VERSION>}`.
 pub fn manager_versions() -> HardwareManagerVersions {
     BTreeMap::from([(MANAGER_NAME.to_owned(), MANAGER_VERSION.to_owned())])
 }
 
+/// What a step request turns out to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAction {
+    /// `deploy.write_image`: the same work as `standby.prepare_image`.
+    WriteImage,
+    /// Every erasable disk with the fastest verified method.
+    EraseDevices,
+    /// Signatures and partition tables of every erasable device.
+    EraseDevicesMetadata,
+    /// Hardware erase where a disk has one, metadata erase elsewhere.
+    EraseDevicesExpress,
+    /// The kernel's persistent-store records.
+    ErasePstore,
+    BurninCpu,
+    BurninMemory,
+    BurninDisk,
+}
+
+/// One offered step: its name, the interface it belongs to, its default priority, and
+/// the action that carries it out.
+struct Offer {
+    step: &'static str,
+    priority: i64,
+    action: StepAction,
+}
+
+/// Clean steps: all `reboot_requested: false`, `abortable: true`, on the deploy
+/// interface, with ironic-python-agent's priorities (metadata 99 before the full erase
+/// at 10; everything else only on request).
+const CLEAN_OFFERS: &[Offer] = &[
+    Offer { step: "erase_devices", priority: 10, action: StepAction::EraseDevices },
+    Offer {
+        step: "erase_devices_metadata",
+        priority: 99,
+        action: StepAction::EraseDevicesMetadata,
+    },
+    Offer { step: "erase_devices_express", priority: 0, action: StepAction::EraseDevicesExpress },
+    Offer { step: "erase_pstore", priority: 0, action: StepAction::ErasePstore },
+    Offer { step: "burnin_cpu", priority: 0, action: StepAction::BurninCpu },
+    Offer { step: "burnin_disk", priority: 0, action: StepAction::BurninDisk },
+    Offer { step: "burnin_memory", priority: 0, action: StepAction::BurninMemory },
+];
+
+/// Deploy steps carry no `abortable`, as in ironic-python-agent.
+const DEPLOY_OFFERS: &[Offer] = &[
+    Offer { step: "erase_devices_metadata", priority: 0, action: StepAction::EraseDevicesMetadata },
+    Offer { step: "write_image", priority: 0, action: StepAction::WriteImage },
+];
+
+/// Service steps (ironic-python-agent leaves `burnin_disk` out on purpose: servicing
+/// runs on a deployed node whose disks hold the instance).
+const SERVICE_OFFERS: &[Offer] = &[
+    Offer { step: "burnin_cpu", priority: 0, action: StepAction::BurninCpu },
+    Offer { step: "burnin_memory", priority: 0, action: StepAction::BurninMemory },
+    Offer { step: "write_image", priority: 0, action: StepAction::WriteImage },
+];
+
+fn offers(kind: StepKind) -> &'static [Offer] {
+    match kind {
+        StepKind::Clean => CLEAN_OFFERS,
+        StepKind::Deploy => DEPLOY_OFFERS,
+        StepKind::Service => SERVICE_OFFERS,
+    }
+}
+
+fn write_image_argsinfo() -> BTreeMap<String, ArgInfo> {
+    BTreeMap::from([
+        (
+            "image_info".to_owned(),
+            ArgInfo {
+                description: "Information about the image to write".to_owned(),
+                required: true,
+            },
+        ),
+        (
+            "configdrive".to_owned(),
+            ArgInfo {
+                description: "Config drive to write: base64 of a gzipped ISO 9660 image, or \
+                              its URL"
+                    .to_owned(),
+                required: false,
+            },
+        ),
+    ])
+}
+
 /// The steps of `kind` this agent offers.
 pub fn offered_steps(kind: StepKind) -> Vec<Step> {
-    match kind {
-        StepKind::Deploy => vec![Step {
-            step: "write_image".to_owned(),
-            priority: 0,
+    offers(kind)
+        .iter()
+        .map(|offer| Step {
+            step: offer.step.to_owned(),
+            priority: offer.priority,
             interface: "deploy".to_owned(),
             reboot_requested: Some(false),
-            abortable: None,
-            argsinfo: Some(BTreeMap::from([
-                (
-                    "image_info".to_owned(),
-                    ArgInfo {
-                        description: "Information about the image to write".to_owned(),
-                        required: true,
-                    },
-                ),
-                (
-                    "configdrive".to_owned(),
-                    ArgInfo {
-                        description: "Config drive to write: base64 of a gzipped ISO 9660 \
-                                      image, or its URL"
-                            .to_owned(),
-                        required: false,
-                    },
-                ),
-            ])),
+            abortable: (kind != StepKind::Deploy).then_some(true),
+            argsinfo: (offer.action == StepAction::WriteImage).then(write_image_argsinfo),
             extra: Map::new(),
-        }],
-        StepKind::Clean | StepKind::Service => Vec::new(),
-    }
+        })
+        .collect()
 }
 
 /// The `get_<kind>_steps` result.
@@ -140,13 +212,6 @@ pub enum StepFailure {
     Unknown { kind: StepKind, interface: String, step: String },
 }
 
-/// What a step request turns out to ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepAction {
-    /// `deploy.write_image`: the same work as `standby.prepare_image`.
-    WriteImage,
-}
-
 /// Checks a step request: the versions, then whether the step is offered.
 pub fn plan(request: &StepRequest) -> Result<StepAction, StepFailure> {
     let current = manager_versions();
@@ -156,24 +221,15 @@ pub fn plan(request: &StepRequest) -> Result<StepAction, StepFailure> {
         }
     }
     let step = &request.step;
-    let offered = offered_steps(request.kind)
-        .into_iter()
-        .any(|s| s.step == step.step && s.interface == step.interface);
-    if !offered {
-        return Err(StepFailure::Unknown {
+    offers(request.kind)
+        .iter()
+        .find(|offer| offer.step == step.step && step.interface == "deploy")
+        .map(|offer| offer.action)
+        .ok_or_else(|| StepFailure::Unknown {
             kind: request.kind,
             interface: step.interface.clone(),
             step: step.step.clone(),
-        });
-    }
-    match (request.kind, step.interface.as_str(), step.step.as_str()) {
-        (StepKind::Deploy, "deploy", "write_image") => Ok(StepAction::WriteImage),
-        _ => Err(StepFailure::Unknown {
-            kind: request.kind,
-            interface: step.interface.clone(),
-            step: step.step.clone(),
-        }),
-    }
+        })
 }
 
 #[cfg(test)]
@@ -185,26 +241,85 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    fn row(step: &Step) -> (String, String, i64, Option<bool>, Option<bool>) {
+        (
+            step.step.clone(),
+            step.interface.clone(),
+            step.priority,
+            step.reboot_requested,
+            step.abortable,
+        )
+    }
+
+    #[test]
+    fn offered_steps_are_the_generic_hardware_managers() {
+        // ironic-python-agent's GenericHardwareManager steps that this agent carries out,
+        // as the wire facts list them.
+        let t = |s: &str, p: i64, abortable: Option<bool>| {
+            (s.to_owned(), "deploy".to_owned(), p, Some(false), abortable)
+        };
+        let table = [
+            (
+                StepKind::Clean,
+                vec![
+                    t("erase_devices", 10, Some(true)),
+                    t("erase_devices_metadata", 99, Some(true)),
+                    t("erase_devices_express", 0, Some(true)),
+                    t("erase_pstore", 0, Some(true)),
+                    t("burnin_cpu", 0, Some(true)),
+                    t("burnin_disk", 0, Some(true)),
+                    t("burnin_memory", 0, Some(true)),
+                ],
+            ),
+            (
+                StepKind::Deploy,
+                vec![t("erase_devices_metadata", 0, None), t("write_image", 0, None)],
+            ),
+            (
+                StepKind::Service,
+                vec![
+                    t("burnin_cpu", 0, Some(true)),
+                    t("burnin_memory", 0, Some(true)),
+                    t("write_image", 0, Some(true)),
+                ],
+            ),
+        ];
+        for (kind, expected) in table {
+            let got: Vec<_> = offered_steps(kind).iter().map(row).collect();
+            assert_eq!(got, expected, "{kind:?}");
+            // Every offered step is carried out.
+            for step in offered_steps(kind) {
+                let req = request(kind, "deploy", &step.step, None);
+                assert!(plan(&req).is_ok(), "{kind:?} {}", step.step);
+            }
+        }
+    }
+
     #[test]
     fn get_steps_have_ipa_shape() {
+        let clean = serde_json::to_value(get_steps(StepKind::Clean)).unwrap();
+        assert_eq!(clean["hardware_manager_version"], json!({"generic_hardware_manager": "1.2"}));
         assert_eq!(
-            serde_json::to_value(get_steps(StepKind::Clean)).unwrap(),
-            json!({"clean_steps": {"FerricHardwareManager": []},
-                   "hardware_manager_version": {"ferric_hardware_manager": "1.1"}})
+            clean["clean_steps"]["GenericHardwareManager"][1],
+            json!({"step": "erase_devices_metadata", "priority": 99, "interface": "deploy",
+                   "reboot_requested": false, "abortable": true})
         );
+        assert_eq!(clean.as_object().unwrap().len(), 2, "{clean}");
+        assert_eq!(clean["clean_steps"].as_object().unwrap().len(), 1, "{clean}");
+        let deploy = serde_json::to_value(get_steps(StepKind::Deploy)).unwrap();
         assert_eq!(
-            serde_json::to_value(get_steps(StepKind::Deploy)).unwrap(),
-            json!({"deploy_steps": {"FerricHardwareManager": [
-                        {"step": "write_image", "priority": 0, "interface": "deploy",
-                         "reboot_requested": false,
-                         "argsinfo": {
-                             "image_info": {"description": "Information about the image to write",
-                                            "required": true},
-                             "configdrive": {"description": "Config drive to write: base64 of \
-                                                             a gzipped ISO 9660 image, or its URL",
-                                             "required": false}}}]},
-                   "hardware_manager_version": {"ferric_hardware_manager": "1.1"}})
+            deploy["deploy_steps"]["GenericHardwareManager"][1],
+            json!({"step": "write_image", "priority": 0, "interface": "deploy",
+                   "reboot_requested": false,
+                   "argsinfo": {
+                       "image_info": {"description": "Information about the image to write",
+                                      "required": true},
+                       "configdrive": {"description": "Config drive to write: base64 of \
+                                                       a gzipped ISO 9660 image, or its URL",
+                                       "required": false}}})
         );
+        let service = serde_json::to_value(get_steps(StepKind::Service)).unwrap();
+        assert_eq!(service["service_steps"]["GenericHardwareManager"][0]["step"], "burnin_cpu");
     }
 
     #[test]
@@ -213,7 +328,7 @@ mod tests {
             StepKind::Clean,
             obj(json!({"step": {"interface": "deploy", "step": "erase_devices"},
                        "node": {"uuid": "n1"}, "ports": [],
-                       "clean_version": {"ferric_hardware_manager": "1.1"}})),
+                       "clean_version": {"generic_hardware_manager": "1.2"}})),
         )
         .unwrap();
         assert_eq!(ok.step.step, "erase_devices");
@@ -269,24 +384,37 @@ mod tests {
             StepKind::Deploy,
             "deploy",
             "write_image",
-            Some(json!({"ferric_hardware_manager": "1.1"})),
+            Some(json!({"generic_hardware_manager": "1.2"})),
         );
         assert_eq!(plan(&current), Ok(StepAction::WriteImage));
 
-        let unknown = request(StepKind::Clean, "deploy", "erase_devices", None);
-        assert_eq!(
-            plan(&unknown).unwrap_err().to_string(),
-            "clean step deploy.erase_devices is not offered by this agent"
-        );
-        // write_image is a deploy step only.
-        let wrong_kind = request(StepKind::Clean, "deploy", "write_image", None);
-        assert!(matches!(plan(&wrong_kind), Err(StepFailure::Unknown { .. })));
+        let erase = request(StepKind::Clean, "deploy", "erase_devices", None);
+        assert_eq!(plan(&erase), Ok(StepAction::EraseDevices));
+        let deploy_meta = request(StepKind::Deploy, "deploy", "erase_devices_metadata", None);
+        assert_eq!(plan(&deploy_meta), Ok(StepAction::EraseDevicesMetadata));
+
+        for (kind, interface, step) in [
+            (StepKind::Clean, "deploy", "clean_uefi_nvram"),
+            (StepKind::Clean, "raid", "delete_configuration"),
+            // The right name on the wrong interface.
+            (StepKind::Clean, "raid", "erase_devices"),
+            // write_image is no clean step, burnin_disk no service step.
+            (StepKind::Clean, "deploy", "write_image"),
+            (StepKind::Service, "deploy", "burnin_disk"),
+            (StepKind::Deploy, "deploy", "erase_devices"),
+        ] {
+            let err = plan(&request(kind, interface, step, None)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("{kind} step {interface}.{step} is not offered by this agent")
+            );
+        }
 
         let stale = request(
             StepKind::Deploy,
             "deploy",
             "write_image",
-            Some(json!({"ferric_hardware_manager": "0.9"})),
+            Some(json!({"generic_hardware_manager": "0.9"})),
         );
         match plan(&stale) {
             Err(StepFailure::VersionMismatch { current, expected }) => {

@@ -234,6 +234,9 @@ async fn node_command(ctx: &mut Ctx<'_, '_>, command: NodeCommand) -> Result<(),
         NodeCommand::Abort(a) => {
             provision(ctx, &a.node, ProvisionVerb::Abort, Map::new(), WaitArg { wait: None }).await
         }
+        NodeCommand::Unhold(a) => {
+            provision(ctx, &a.node, ProvisionVerb::Unhold, Map::new(), WaitArg { wait: None }).await
+        }
         NodeCommand::Validate(a) => node_validate(ctx, &a.node).await,
         NodeCommand::Power(PowerCommand::On(a)) => {
             power(ctx, &a.node, PowerTarget::On, a.power_timeout).await
@@ -436,6 +439,7 @@ async fn node_show(ctx: &mut Ctx<'_, '_>, args: NodeShow) -> Result<(), CliError
     let mut node = ctx.api.json(Method::GET, url, None, need(minimum)).await?;
     if ctx.format == Format::Table {
         add_deploy_progress_row(&mut node);
+        super::erase_report::add_erase_report_row(&mut node);
     }
     ctx.print_object(&node)
 }

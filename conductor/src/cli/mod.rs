@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod erase_report;
 pub mod kv;
 pub mod table;
 pub mod wait;
@@ -132,6 +133,8 @@ pub enum NodeCommand {
     Inspect(ProvisionArgs),
     /// Abort the operation a node is waiting in.
     Abort(NodeRef),
+    /// Resume cleaning held by a `conductor.hold` step (`clean hold` → `clean wait`).
+    Unhold(NodeRef),
     /// Check each interface of a node's driver.
     Validate(NodeRef),
     /// Power a node on or off, or reboot it.

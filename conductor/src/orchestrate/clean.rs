@@ -7,6 +7,16 @@
 //! the running step in `clean_step`, so any heartbeat, even after a restart, knows what
 //! to do next.
 //!
+//! Manual cleaning may list the conductor's own steps (`{"interface": "conductor",
+//! "step": "hold"}` and `"wait"` with `args.seconds`), as Ironic 2023.2 does: `hold`
+//! moves the node to `clean hold` until `unhold` (then the next step runs) or `abort`;
+//! `wait` pauses before the next step.
+//!
+//! What the erase steps report (per disk: method, duration, bytes, verification) is kept
+//! in `driver_internal_info.clean_erase_report`, keyed by step name, until the next
+//! cleaning starts. Ironic keeps step results nowhere; this is Ferric's own record, which
+//! `ferric node show` draws as a table.
+//!
 //! A step that asks for a reboot is followed by one (see [`super::reboot`]) before the
 //! next step starts. An abort requested while a step that is not `abortable` runs only
 //! marks the step (`clean_step.abort_after`); cleaning then stops once the step is done,
@@ -18,7 +28,10 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::plan::{automated_clean_plan, manual_clean_plan, PriorityOverrides};
+use super::plan::{
+    automated_clean_plan, manual_clean_plan, wait_seconds, PriorityOverrides, CONDUCTOR_INTERFACE,
+    HOLD_STEP, WAIT_STEP,
+};
 use super::reboot::{reboot_requested, CLEANING_REBOOT};
 use super::worker::{agent_failure_message, Orchestrator, TaskError};
 use crate::agent_client::{step_progress, StepProgress};
@@ -30,6 +43,12 @@ pub const PLAN_KEY: &str = "clean_steps";
 pub const INDEX_KEY: &str = "clean_step_index";
 /// The operator's steps of a manual clean, kept until the agent's steps are known.
 pub const REQUESTED_KEY: &str = "requested_clean_steps";
+
+/// The erase steps' results of the last cleaning, `{<step name>: {<device>: <report>}}`.
+pub const ERASE_REPORT_KEY: &str = "clean_erase_report";
+
+/// Agent steps whose result is a per-disk erase report.
+const ERASE_STEPS: &[&str] = &["erase_devices", "erase_devices_metadata", "erase_devices_express"];
 
 /// Set in the node's `clean_step` when an abort was asked for while a step that cannot
 /// be aborted ran: cleaning stops once that step is done.
@@ -114,7 +133,11 @@ impl Orchestrator {
                 set.insert(REQUESTED_KEY.into(), value);
             }
             self.store
-                .update_driver_internal_info(uuid, set, &[PLAN_KEY, INDEX_KEY, CLEANING_REBOOT])
+                .update_driver_internal_info(
+                    uuid,
+                    set,
+                    &[PLAN_KEY, INDEX_KEY, CLEANING_REBOOT, ERASE_REPORT_KEY],
+                )
                 .await?;
             self.boot_ramdisk(&node).await
         }
@@ -159,6 +182,12 @@ impl Orchestrator {
         }
         let current: NodeStep = serde_json::from_value(Value::Object(node.clean_step.clone()))
             .map_err(|source| TaskError::CurrentStep { field: "clean_step", source })?;
+        if current.interface == CONDUCTOR_INTERFACE {
+            // A conductor step in `clean wait`: a hold that was released (or a wait cut
+            // short by a restart). Either way it is over.
+            tracing::info!(step = %current.step, "conductor step over; going on");
+            return self.continue_cleaning(&node, &agent, &plan, index).await;
+        }
         let commands = match agent.commands().await {
             Ok(c) => c,
             Err(e) if e.is_connection_failure() => {
@@ -172,8 +201,11 @@ impl Orchestrator {
                 tracing::debug!(step = %current.step, "clean step still running");
                 Ok(())
             }
-            StepProgress::Done(_) => {
+            StepProgress::Done(result) => {
                 tracing::info!(step = %current.step, "clean step done");
+                if ERASE_STEPS.contains(&current.step.as_str()) {
+                    self.record_erase_report(&node, &current.step, result).await?;
+                }
                 if reboot_requested(&current) {
                     self.reboot_after_step(&node, &current, StepKind::Clean).await;
                     return Ok(());
@@ -280,10 +312,23 @@ impl Orchestrator {
         plan: &[NodeStep],
         index: usize,
     ) -> Result<(), TaskError> {
-        let Some(step) = plan.get(index) else {
-            self.finish_cleaning(node, true).await;
-            return Ok(());
+        let mut index = index;
+        let mut node = node.clone();
+        let step = loop {
+            let Some(step) = plan.get(index) else {
+                self.finish_cleaning(&node, true).await;
+                return Ok(());
+            };
+            if step.interface != CONDUCTOR_INTERFACE {
+                break step;
+            }
+            if !self.run_conductor_step(&node, step, index).await? {
+                return Ok(());
+            }
+            node = self.store.get_node(&node.uuid.to_string()).await?;
+            index += 1;
         };
+        let node = &node;
         let step_map = match serde_json::to_value(step) {
             Ok(Value::Object(m)) => m,
             Ok(_) => JsonMap::new(),
@@ -324,6 +369,113 @@ impl Orchestrator {
                 Ok(())
             }
         }
+    }
+
+    /// Carries out conductor step `index` of the plan. `Ok(true)` when cleaning goes on
+    /// at once with the next step (`wait` is over), `Ok(false)` when the node now rests
+    /// (`clean hold`) or moved elsewhere.
+    async fn run_conductor_step(
+        &self,
+        node: &Node,
+        step: &NodeStep,
+        index: usize,
+    ) -> Result<bool, TaskError> {
+        let step_map = match serde_json::to_value(step) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => JsonMap::new(),
+            Err(source) => return Err(TaskError::Encode { what: "the clean step", source }),
+        };
+        let moved = self
+            .apply(
+                node.uuid,
+                Transition::new(Event::Resume)
+                    .only_from(&[ProvisionState::CleanWait])
+                    .clean_step(step_map)
+                    .set_internal_info(INDEX_KEY, Value::from(index)),
+            )
+            .await;
+        if !moved {
+            return Ok(false);
+        }
+        match step.step.as_str() {
+            HOLD_STEP => {
+                tracing::info!(index, "holding cleaning until unhold");
+                self.apply(
+                    node.uuid,
+                    Transition::new(Event::Hold).only_from(&[ProvisionState::Cleaning]),
+                )
+                .await;
+                Ok(false)
+            }
+            WAIT_STEP => {
+                // The plan checked the argument; a plan stored by hand may still lack it.
+                let seconds = wait_seconds(&step.args).unwrap_or(0.0);
+                tracing::info!(index, seconds, "waiting before the next clean step");
+                tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
+                Ok(self
+                    .apply(
+                        node.uuid,
+                        Transition::new(Event::Wait).only_from(&[ProvisionState::Cleaning]),
+                    )
+                    .await)
+            }
+            other => {
+                let message = format!(
+                    "Cannot clean node {}: clean step conductor.{other} is not a conductor step",
+                    node.uuid
+                );
+                let node = self.store.get_node(&node.uuid.to_string()).await?;
+                self.fail_cleaning(&node, message).await;
+                Ok(false)
+            }
+        }
+    }
+
+    /// `unhold` moved the node from `clean hold` to `clean wait`: go on with the next step
+    /// at once rather than at the agent's next heartbeat.
+    pub(crate) async fn unhold(&self, uuid: Uuid) {
+        let span = tracing::info_span!("unhold", node = %uuid);
+        async move {
+            if !self.lock(uuid, true).await {
+                return;
+            }
+            let result = async {
+                let node = self.store.get_node(&uuid.to_string()).await?;
+                match node.provision_state {
+                    ProvisionState::CleanWait => self.cleaning_heartbeat(node).await,
+                    other => {
+                        tracing::info!(state = %other, "nothing to resume");
+                        Ok(())
+                    }
+                }
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %crate::error_chain(&e), "resuming after unhold failed");
+            }
+            self.unlock(uuid).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Keeps an erase step's per-disk result on the node, next to the other erase steps'
+    /// of this cleaning.
+    async fn record_erase_report(
+        &self,
+        node: &Node,
+        step: &str,
+        result: Value,
+    ) -> Result<(), TaskError> {
+        let mut report = match node.driver_internal_info.get(ERASE_REPORT_KEY) {
+            Some(Value::Object(m)) => m.clone(),
+            _ => JsonMap::new(),
+        };
+        report.insert(step.to_owned(), result);
+        let mut set = JsonMap::new();
+        set.insert(ERASE_REPORT_KEY.into(), Value::Object(report));
+        self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
+        Ok(())
     }
 
     /// Powers off (when the ramdisk ran), clears the cleaning facts and moves the node to

@@ -4,7 +4,15 @@
 use std::collections::BTreeMap;
 
 use ferric_shared::steps::{GetStepsResult, NodeStep, Step, StepId, UserStep};
-use serde_json::Map;
+use serde_json::{Map, Value};
+
+/// The interface of the steps the conductor carries out itself (Ironic's reserved
+/// steps), which the agent never sees.
+pub const CONDUCTOR_INTERFACE: &str = "conductor";
+/// `conductor.hold`: stop in `clean hold` until `unhold` (or `abort`).
+pub const HOLD_STEP: &str = "hold";
+/// `conductor.wait`: pause for `args.seconds` before the next step.
+pub const WAIT_STEP: &str = "wait";
 
 /// Ironic's tie-break between steps of equal priority: the step of the interface with the
 /// higher rank runs first.
@@ -57,6 +65,50 @@ pub enum PlanError {
     Unsupported { kind: &'static str, interface: String, step: String },
     #[error("{kind} step {interface}.{step} is missing required argument {arg}")]
     MissingArgument { kind: &'static str, interface: String, step: String, arg: String },
+    #[error("{kind} step conductor.{step} is not a conductor step (hold, wait)")]
+    UnknownConductorStep { kind: &'static str, step: String },
+    #[error(
+        "{kind} step conductor.wait needs argument seconds, a number of seconds >= 0, not {value}"
+    )]
+    WaitSeconds { kind: &'static str, value: String },
+}
+
+/// The seconds of a `conductor.wait` step, from its arguments.
+pub fn wait_seconds(args: &Map<String, Value>) -> Option<f64> {
+    let seconds = match args.get("seconds")? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then_some(seconds)
+}
+
+/// A reserved conductor step of a manual list, checked.
+fn conductor_step(user: &UserStep) -> Result<NodeStep, PlanError> {
+    let args = user.args.clone().unwrap_or_default();
+    match user.step.as_str() {
+        HOLD_STEP => {}
+        WAIT_STEP => {
+            if wait_seconds(&args).is_none() {
+                let value = args.get("seconds").map_or("nothing".to_owned(), Value::to_string);
+                return Err(PlanError::WaitSeconds { kind: "clean", value });
+            }
+        }
+        other => {
+            return Err(PlanError::UnknownConductorStep { kind: "clean", step: other.to_owned() })
+        }
+    }
+    Ok(NodeStep {
+        interface: CONDUCTOR_INTERFACE.to_owned(),
+        step: user.step.clone(),
+        args,
+        priority: Some(0),
+        // Waiting can always be given up.
+        abortable: Some(true),
+        reboot_requested: Some(false),
+        requires_ramdisk: Some(false),
+        extra: Map::new(),
+    })
 }
 
 /// Automated cleaning: every agent step whose (possibly overridden) priority is above 0,
@@ -91,7 +143,8 @@ pub fn automated_clean_plan(
 }
 
 /// Manual cleaning: the operator's steps in the order given, each of which the agent
-/// must offer; arguments the agent marks as required must be present.
+/// must offer, or a conductor step (`hold`, `wait`); arguments the agent marks as
+/// required must be present.
 pub fn manual_clean_plan(
     requested: &[UserStep],
     offered: &GetStepsResult,
@@ -99,6 +152,9 @@ pub fn manual_clean_plan(
     requested
         .iter()
         .map(|user| {
+            if user.interface == CONDUCTOR_INTERFACE {
+                return conductor_step(user);
+            }
             let Some(step) = offered.all_steps().find(|s| s.is_equivalent(user)) else {
                 return Err(PlanError::Unsupported {
                     kind: "clean",
@@ -217,6 +273,48 @@ mod tests {
             ]
         );
         assert_eq!(plan[1].args, json!({"raid_config": {}}).as_object().unwrap().clone());
+
+        let plan = manual_clean_plan(
+            &[
+                user("deploy", "erase_devices_express", None),
+                user("conductor", "hold", None),
+                user("conductor", "wait", Some(json!({"seconds": 2}))),
+                user("deploy", "erase_devices", None),
+            ],
+            &offered(),
+        )
+        .unwrap();
+        assert_eq!(
+            names(&plan),
+            [
+                ("deploy.erase_devices_express".to_owned(), 0),
+                ("conductor.hold".to_owned(), 0),
+                ("conductor.wait".to_owned(), 0),
+                ("deploy.erase_devices".to_owned(), 0),
+            ]
+        );
+        assert_eq!(plan[1].requires_ramdisk, Some(false));
+        assert_eq!(plan[1].abortable, Some(true));
+        assert_eq!(wait_seconds(&plan[2].args), Some(2.0));
+        for (step, args, text) in [
+            ("reboot", None, "clean step conductor.reboot is not a conductor step (hold, wait)"),
+            (
+                "wait",
+                None,
+                "clean step conductor.wait needs argument seconds, a number of seconds >= 0, \
+                 not nothing",
+            ),
+            (
+                "wait",
+                Some(json!({"seconds": -1})),
+                "clean step conductor.wait needs argument seconds, a number of seconds >= 0, \
+                 not -1",
+            ),
+        ] {
+            let err = manual_clean_plan(&[user("conductor", step, args)], &offered()).unwrap_err();
+            assert_eq!(err.to_string(), text);
+        }
+        assert_eq!(wait_seconds(json!({"seconds": "1.5"}).as_object().unwrap()), Some(1.5));
 
         let err =
             manual_clean_plan(&[user("deploy", "burn_it_all", None)], &offered()).unwrap_err();

@@ -122,6 +122,7 @@ impl Orchestrator {
                 }
                 ProvisionVerb::Deleted | ProvisionVerb::Undeploy => self.tear_down(node).await,
                 ProvisionVerb::Abort => self.abort(node).await,
+                ProvisionVerb::Unhold => self.unhold(node).await,
                 other => {
                     tracing::info!(node = %node, verb = %other, "no orchestration for this verb");
                 }
