@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub mod fake;
+pub mod ipmi;
 
 /// The power state a BMC reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,12 +90,22 @@ pub enum BmcError {
     /// The BMC answered something the driver could not use.
     #[error("BMC {address} answered unexpectedly: {detail}")]
     Protocol { address: String, detail: String },
+    /// The session's privilege level does not allow the operation: a configuration
+    /// problem (user or `ipmi_priv_level`), not worth retrying.
+    #[error("BMC {address} refused for lack of privilege: {detail}")]
+    InsufficientPrivilege { address: String, detail: String },
+    /// The BMC is busy or initialising: worth retrying later.
+    #[error("BMC {address} is busy: {detail}")]
+    Busy { address: String, detail: String },
 }
 
 impl BmcError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, BmcError::Unreachable { .. } | BmcError::Timeout { .. })
+        matches!(
+            self,
+            BmcError::Unreachable { .. } | BmcError::Timeout { .. } | BmcError::Busy { .. }
+        )
     }
 }
 
