@@ -362,6 +362,7 @@ fn expected_kind(err: &BmcError) -> FaultKind {
         BmcError::Unsupported { .. } => FaultKind::Unsupported,
         BmcError::Timeout { .. } => FaultKind::Timeout,
         BmcError::Protocol { .. } => FaultKind::Protocol,
+        other => panic!("the fake never injects {other:?}"),
     }
 }
 
