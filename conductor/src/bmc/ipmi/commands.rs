@@ -138,11 +138,14 @@ pub fn open_session_request(
     out
 }
 
-/// A successful Open Session Response.
+/// An Open Session Response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenSessionResponse {
     pub status: u8,
     pub bmc_session_id: u32,
+    /// The authentication, integrity and confidentiality algorithm numbers the BMC chose
+    /// (zero in an error answer).
+    pub algorithms: [u8; 3],
 }
 
 pub fn parse_open_session_response(
@@ -157,13 +160,18 @@ pub fn parse_open_session_response(
     }
     if data[1] != 0 {
         // An error answer may stop after the status.
-        return Ok(OpenSessionResponse { status: data[1], bmc_session_id: 0 });
+        return Ok(OpenSessionResponse { status: data[1], bmc_session_id: 0, algorithms: [0; 3] });
     }
-    need(WHAT, data, 12)?;
+    // Three 8-byte algorithm payloads follow the session ids; the number is their 5th byte.
+    need(WHAT, data, 36)?;
     if le32(data, 4) != console_session_id {
         return Err(ReplyError::Mismatch { what: WHAT });
     }
-    Ok(OpenSessionResponse { status: 0, bmc_session_id: le32(data, 8) })
+    Ok(OpenSessionResponse {
+        status: 0,
+        bmc_session_id: le32(data, 8),
+        algorithms: [data[16] & 0x3F, data[24] & 0x3F, data[32] & 0x3F],
+    })
 }
 
 /// RAKP message 1.

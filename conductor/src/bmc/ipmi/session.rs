@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::commands::{self, CompletionClass, PrivilegeLevel};
-use super::crypto::{codes_equal, CipherSuite, RakpExchange};
+use super::crypto::{self, codes_equal, CipherSuite, RakpExchange};
 use super::packet::{self, IpmiRequest, IpmiResponse, PayloadType, SessionKeys};
 use crate::bmc::BmcError;
 
@@ -457,7 +457,7 @@ impl Worker {
 
     async fn open_with(
         &mut self,
-        suite: CipherSuite,
+        proposed: CipherSuite,
         channel: u8,
     ) -> Result<Established, OpenError> {
         let username = self.params.username.as_bytes().to_vec();
@@ -472,7 +472,7 @@ impl Worker {
             .setup_exchange(
                 "Open Session Request",
                 PayloadType::OpenSessionRequest,
-                commands::open_session_request(tag, privilege, console_session_id, suite),
+                commands::open_session_request(tag, privilege, console_session_id, proposed),
                 PayloadType::OpenSessionResponse,
                 |data| commands::parse_open_session_response(data, tag, console_session_id),
             )
@@ -482,6 +482,27 @@ impl Worker {
                 return Err(OpenError::SuiteRefused(opened.status));
             }
             return Err(OpenError::Failed(self.setup_refusal("Open Session", opened.status)));
+        }
+
+        // The BMC states the algorithms it chose. Some (pyghmi) answer with suite 3's
+        // whatever was proposed: go on with that suite if it is one we may use.
+        let chosen = self.params.cipher.suites().into_iter().find(|s| {
+            opened.algorithms == [s.auth.number(), s.integrity.number(), crypto::AES_CBC_128]
+        });
+        let suite = match chosen {
+            Some(chosen) => chosen,
+            None if opened.algorithms[2] != crypto::AES_CBC_128 => {
+                return Err(OpenError::Failed(BmcError::Unsupported {
+                    what: format!(
+                        "session without AES-CBC-128 confidentiality (algorithms {:?}) on {}",
+                        opened.algorithms, self.address
+                    ),
+                }))
+            }
+            None => return Err(OpenError::SuiteRefused(0x11)),
+        };
+        if suite != proposed {
+            tracing::debug!(proposed = proposed.id, chosen = suite.id, "BMC chose another suite");
         }
 
         // Name-only lookup (bit 4), as ipmitool does by default: the BMC looks the user up

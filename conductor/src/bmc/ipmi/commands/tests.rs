@@ -20,10 +20,10 @@ fn open_session_request_proposes_the_suites_algorithms() {
 #[test]
 fn open_session_response_is_matched_by_tag_and_session() {
     let mut ok = vec![7, 0, 4, 0, 1, 2, 3, 4, 0xAA, 0xBB, 0xCC, 0xDD];
-    ok.extend_from_slice(&[0; 24]);
+    ok.extend_from_slice(&[0, 0, 0, 8, 1, 0, 0, 0, 1, 0, 0, 8, 1, 0, 0, 0, 2, 0, 0, 8, 1, 0, 0, 0]);
     assert_eq!(
         parse_open_session_response(&ok, 7, 0x0403_0201),
-        Ok(OpenSessionResponse { status: 0, bmc_session_id: 0xDDCC_BBAA })
+        Ok(OpenSessionResponse { status: 0, bmc_session_id: 0xDDCC_BBAA, algorithms: [1, 1, 1] })
     );
     assert!(matches!(
         parse_open_session_response(&ok, 8, 0x0403_0201),
@@ -33,8 +33,12 @@ fn open_session_response_is_matched_by_tag_and_session() {
     // An error answer carries only tag and status.
     assert_eq!(
         parse_open_session_response(&[7, 0x04], 7, 1),
-        Ok(OpenSessionResponse { status: 0x04, bmc_session_id: 0 })
+        Ok(OpenSessionResponse { status: 0x04, bmc_session_id: 0, algorithms: [0; 3] })
     );
+    assert!(matches!(
+        parse_open_session_response(&ok[..35], 7, 0x0403_0201),
+        Err(ReplyError::Short { .. })
+    ));
     assert!(status_rejects_suite(0x04) && status_rejects_suite(0x11));
     assert!(!status_rejects_suite(0x0D));
     assert!(status_rejects_credentials(0x0D));
