@@ -305,12 +305,15 @@ impl IpmiBmc {
 
     fn handle(&self, fresh: bool) -> SessionHandle {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget the tasks that ended (idle), so the map does not grow with dead entries.
-        sessions.retain(|_, handle| handle.is_alive());
         if !fresh {
-            if let Some(handle) = sessions.get(&self.params) {
+            if let Some(handle) = sessions.get(&self.params).filter(|h| h.is_alive()) {
                 return handle.clone();
             }
+        }
+        // Forget the tasks that ended (idle) now and then, so the map does not grow with
+        // dead entries; sweeping on every call would cost O(BMCs) per request.
+        if sessions.len() >= 64 && sessions.len().is_power_of_two() {
+            sessions.retain(|_, handle| handle.is_alive());
         }
         let handle = SessionHandle::spawn(self.params.clone());
         sessions.insert(self.params.clone(), handle.clone());
