@@ -375,6 +375,8 @@ impl Worker {
                 Ok(established) => {
                     tracing::debug!(cipher_suite = suite.id, "session open");
                     self.session = Some(established);
+                    // Each session numbers its packets from 1.
+                    self.out_seq = 0;
                     let privilege = self.set_privilege().await;
                     if privilege.is_err() {
                         self.session = None;
