@@ -49,6 +49,7 @@ pub enum ServiceError {
 pub fn default_drivers() -> DriverRegistry {
     let mut drivers = DriverRegistry::new();
     drivers.register(Arc::new(FakeDriver::new()));
+    drivers.register(Arc::new(crate::bmc::ipmi::IpmiDriver::new()));
     drivers.register(Arc::new(crate::bmc::redfish::RedfishDriver::new()));
     drivers
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub mod fake;
+pub mod ipmi;
 pub mod redfish;
 
 /// The power state a BMC reports.
@@ -90,12 +91,14 @@ pub enum BmcError {
     /// The BMC answered something the driver could not use.
     #[error("BMC {address} answered unexpectedly: {detail}")]
     Protocol { address: String, detail: String },
-    /// The credentials are valid but may not do this: retrying will not help.
+    /// The credentials are valid but may not do this (a configuration problem: the user
+    /// or `ipmi_priv_level`): retrying will not help.
     #[error("BMC {address} refused {operation} for lack of privilege: {detail}")]
     InsufficientPrivilege { address: String, operation: String, detail: String },
-    /// The BMC said it is busy (e.g. HTTP 503): worth retrying later.
-    #[error("BMC {address} is busy{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
-    Busy { address: String, retry_after: Option<Duration> },
+    /// The BMC said it is busy or initialising (HTTP 503, IPMI 0xC0): worth retrying
+    /// later, after `retry_after` when the BMC said how long.
+    #[error("BMC {address} is busy: {detail}{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    Busy { address: String, detail: String, retry_after: Option<Duration> },
 }
 
 impl BmcError {

@@ -429,7 +429,11 @@ impl Endpoint {
                         .header("retry-after")
                         .and_then(wire::retry_after_secs)
                         .map(Duration::from_secs);
-                    let busy = BmcError::Busy { address: self.address.clone(), retry_after };
+                    let busy = BmcError::Busy {
+                        address: self.address.clone(),
+                        detail: format!("HTTP {}", reply.status.as_u16()),
+                        retry_after,
+                    };
                     match retry_after {
                         Some(after) if after > self.options.max_retry_after => return Err(busy),
                         _ if attempt >= self.options.transient_retries => return Err(busy),
@@ -480,9 +484,11 @@ impl Endpoint {
             | StatusCode::NOT_IMPLEMENTED => BmcError::Unsupported {
                 what: format!("{operation} on {address} (HTTP {}: {message})", status.as_u16()),
             },
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-                BmcError::Busy { address, retry_after: None }
-            }
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => BmcError::Busy {
+                address,
+                detail: format!("{operation}: HTTP {}: {message}", status.as_u16()),
+                retry_after: None,
+            },
             _ => BmcError::Protocol {
                 address,
                 detail: format!("{operation} failed with HTTP {}: {message}", status.as_u16()),
