@@ -65,6 +65,8 @@ pub enum DecompressError {
 pub struct Decompressor {
     kind: CompressionKind,
     engine: Engine,
+    /// Whether a zstd frame's content checksum is computed and checked.
+    frame_checksum: bool,
     out_buf: Vec<u8>,
     total_in: u64,
     total_out: u64,
@@ -88,6 +90,17 @@ enum Engine {
 
 impl Decompressor {
     pub fn new(kind: CompressionKind) -> Result<Self, DecompressError> {
+        Self::with_frame_checksum(kind, true)
+    }
+
+    /// With `frame_checksum` false, a zstd frame's own content checksum (XXH64 over every
+    /// decompressed byte, about half the cost of decompressing a sparse image) is not
+    /// computed. Only for streams whose digest is verified anyway: that digest covers
+    /// every compressed byte, and decompressing authentic bytes cannot go wrong silently.
+    pub fn with_frame_checksum(
+        kind: CompressionKind,
+        frame_checksum: bool,
+    ) -> Result<Self, DecompressError> {
         let engine = match kind {
             CompressionKind::Gzip => Engine::Gzip(GzipState::new()),
             CompressionKind::Xz => {
@@ -99,12 +112,29 @@ impl Decompressor {
                 Engine::Xz(Box::new(stream))
             }
             CompressionKind::Zstd => {
-                let decoder = zstd::stream::raw::Decoder::new()
+                let mut decoder = zstd::stream::raw::Decoder::new()
                     .map_err(|e| DecompressError::Setup { kind, detail: e.to_string() })?;
+                if !frame_checksum {
+                    decoder
+                        .set_parameter(zstd::zstd_safe::DParameter::ForceIgnoreChecksum(true))
+                        .map_err(|e| DecompressError::Setup { kind, detail: e.to_string() })?;
+                }
                 Engine::Zstd { decoder: Box::new(decoder), frame_open: false }
             }
         };
-        Ok(Self { kind, engine, out_buf: vec![0; OUTPUT_CHUNK], total_in: 0, total_out: 0 })
+        Ok(Self {
+            kind,
+            engine,
+            frame_checksum,
+            out_buf: vec![0; OUTPUT_CHUNK],
+            total_in: 0,
+            total_out: 0,
+        })
+    }
+
+    /// A new decompressor of the same kind and settings, for a stream that starts over.
+    pub fn fresh(&self) -> Result<Self, DecompressError> {
+        Self::with_frame_checksum(self.kind, self.frame_checksum)
     }
 
     pub fn kind(&self) -> CompressionKind {
@@ -734,5 +764,34 @@ mod tests {
         let mut d = Decompressor::new(CompressionKind::Zstd).unwrap();
         let err = d.feed(&input, &mut |_b: &[u8]| Err(SinkError::Full)).unwrap_err();
         assert_eq!(err, SinkError::Full);
+    }
+
+    #[test]
+    fn the_zstd_frame_checksum_is_checked_unless_the_digest_covers_it() {
+        let data = sample(300_000);
+        let mut input = compressed(CompressionKind::Zstd, &data);
+        // `zstd` writes a content checksum (XXH64) as the frame's last four bytes.
+        let last = input.len() - 1;
+        input[last] ^= 0xff;
+        let decode = |frame_checksum: bool| {
+            let mut d =
+                Decompressor::with_frame_checksum(CompressionKind::Zstd, frame_checksum).unwrap();
+            let mut out = Vec::new();
+            d.feed(&input, &mut |b: &[u8]| -> Result<(), DecompressError> {
+                out.extend_from_slice(b);
+                Ok(())
+            })?;
+            d.finish(&mut |b: &[u8]| -> Result<(), DecompressError> {
+                out.extend_from_slice(b);
+                Ok(())
+            })?;
+            Ok::<_, DecompressError>((out, d))
+        };
+        let err = decode(true).unwrap_err();
+        assert!(err.to_string().contains("zstd"), "{err}");
+        let (out, d) = decode(false).unwrap();
+        assert!(out == data, "content differs");
+        // A fresh decompressor for a restarted stream keeps the setting.
+        assert!(!d.fresh().unwrap().frame_checksum);
     }
 }

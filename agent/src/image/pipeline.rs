@@ -341,7 +341,7 @@ fn write_source(
     format::check_format(checked, declared, request.permitted_formats.as_deref())?;
     let format = ImageFormat::from_detected(checked)
         .ok_or(FormatCheckError::Unsupported { detected: checked })?;
-    let mut decoder = Decoder::open(format, source.as_mut())?;
+    let mut decoder = Decoder::open(format, source.as_mut(), expected.is_some())?;
 
     let target_size = Target::open(&request.target).map_err(SinkError::from)?.size();
     if let Some(image_size) = decoder.image_size() {
@@ -570,10 +570,17 @@ enum Decoder {
 
 impl Decoder {
     /// Chooses the decoder for `format`. Decoders that need random access (qcow2 tables)
-    /// read `source` here, before the sequential pass starts.
-    fn open(format: ImageFormat, source: &mut dyn ImageSource) -> Result<Decoder, WriteError> {
+    /// read `source` here, before the sequential pass starts. `digest_verified` says the
+    /// downloaded bytes are checked against the image's digest, which makes a compressed
+    /// format's own content checksum redundant.
+    fn open(
+        format: ImageFormat,
+        source: &mut dyn ImageSource,
+        digest_verified: bool,
+    ) -> Result<Decoder, WriteError> {
         let compressed = |kind| -> Result<Decoder, WriteError> {
-            Ok(Decoder::Compressed { decompressor: Decompressor::new(kind)?, position: 0 })
+            let decompressor = Decompressor::with_frame_checksum(kind, !digest_verified)?;
+            Ok(Decoder::Compressed { decompressor, position: 0 })
         };
         match format {
             ImageFormat::Raw => Ok(Decoder::Raw(RawDecoder { size: source.size(), position: 0 })),
@@ -669,7 +676,7 @@ impl Decoder {
         match self {
             Decoder::Raw(raw) => raw.position = 0,
             Decoder::Compressed { decompressor, position } => {
-                *decompressor = Decompressor::new(decompressor.kind())?;
+                *decompressor = decompressor.fresh()?;
                 *position = 0;
             }
             Decoder::Qcow2(q) => q.reset(),
