@@ -48,6 +48,7 @@ use super::nvme::{self, IoctlController, NvmeError, SecureErase};
 use super::report::{DiskReport, EraseMethod, Verification};
 use super::run::EraseConfig;
 use super::verify::{self, VerifyError, DEFAULT_SAMPLES};
+use crate::image::sink::{zero_range, TargetKind};
 
 /// How a full erase is done; from the node's `driver_internal_info` and the agent's own
 /// erase settings.
@@ -216,8 +217,6 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 const BLKROGET: u64 = 0x125e;
 /// `_IO(0x12, 125)`: secure discard of a byte range.
 const BLKSECDISCARD: u64 = 0x127d;
-/// `_IO(0x12, 127)`: zero a byte range.
-const BLKZEROOUT: u64 = 0x127f;
 /// Each `BLKZEROOUT` / discard / punch covers at most this much, so progress moves.
 const RANGE_BYTES: u64 = 256 << 20;
 /// Random passes write in pieces of this size.
@@ -302,27 +301,8 @@ impl Disk {
 
 fn range_ioctl(file: &File, request: u64, offset: u64, len: u64) -> io::Result<()> {
     let range: [u64; 2] = [offset, len];
-    // SAFETY: BLKZEROOUT / BLKSECDISCARD read two u64 (start, length) through the pointer.
+    // SAFETY: BLKSECDISCARD reads two u64 (start, length) through the pointer.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), request as libc::Ioctl, range.as_ptr()) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let (Ok(off), Ok(length)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return Err(io::Error::from_raw_os_error(libc::EFBIG));
-    };
-    // SAFETY: fallocate takes plain integers; the descriptor is open for writing.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off,
-            length,
-        )
-    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -409,32 +389,13 @@ fn zero_fill(
     let mut offset = 0u64;
     while offset < disk.size {
         let len = RANGE_BYTES.min(disk.size - offset);
-        let result = if disk.block {
-            range_ioctl(&disk.file, BLKZEROOUT, offset, len)
-        } else {
-            match punch_hole(&disk.file, offset, len) {
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                    write_zeros(&disk.file, offset, len)
-                }
-                other => other,
-            }
-        };
-        result.map_err(|e| disk.write_err("zeroing", offset, e))?;
+        let kind = if disk.block { TargetKind::BlockDevice } else { TargetKind::RegularFile };
+        zero_range(&disk.file, kind, offset, len)
+            .map_err(|e| disk.write_err("zeroing", offset, e))?;
         offset += len;
         progress(base + offset, total);
     }
     disk.sync()
-}
-
-fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let zeros = vec![0u8; WRITE_BYTES.min(len as usize)];
-    let mut done = 0u64;
-    while done < len {
-        let n = (zeros.len() as u64).min(len - done) as usize;
-        file.write_all_at(&zeros[..n], offset + done)?;
-        done += n as u64;
-    }
-    Ok(())
 }
 
 fn secure_discard(disk: &Disk) -> io::Result<()> {

@@ -13,6 +13,7 @@ mod writer;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
+pub(crate) use target::zero_range;
 pub use target::{Target, TargetError, TargetKind};
 
 use super::extent::Extent;
