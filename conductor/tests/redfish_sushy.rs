@@ -10,6 +10,7 @@ mod sushy;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferric_conductor::bmc::oob_steps::OobStep;
 use ferric_conductor::bmc::redfish::{
     BootMode, BootTarget, RedfishBmc, RedfishDriver, RedfishOptions,
 };
@@ -256,8 +257,13 @@ async fn out_of_band_inspection_and_secure_boot() {
     assert_eq!(bmc.inspect().await.unwrap().secure_boot, Some(true));
     bmc.set_secure_boot(false).await.unwrap();
     assert_eq!(bmc.inspect().await.unwrap().secure_boot, Some(false));
+    // The same, as the conductor runs it: an out-of-band clean step.
+    Bmc::run_oob_step(&bmc, OobStep::SetSecureBoot { enable: true }).await.unwrap();
+    assert_eq!(bmc.inspect().await.unwrap().secure_boot, Some(true));
 
     // The fake systems have no BIOS resource.
     let err = bmc.reset_bios_to_default().await.unwrap_err();
+    assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
+    let err = Bmc::run_oob_step(&bmc, OobStep::ResetBiosToDefault).await.unwrap_err();
     assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
 }

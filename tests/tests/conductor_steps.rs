@@ -728,3 +728,61 @@ async fn transient_bmc_failures_inside_flows_are_retried_lasting_ones_are_not() 
     lab.driver.clear_faults(&node);
     assert_eq!(lab.ramdisk.executed().len(), 1, "no step ran in the failed flows");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_band_steps_run_through_the_bmc_between_agent_steps() {
+    let lab = Lab::start(|_| {}).await;
+    let node = lab.uuid.clone();
+    lab.ramdisk.offer_clean(json!([step("erase_devices_metadata", 99, true, false)]));
+    let clean = |steps: Value| json!({"target": "clean", "clean_steps": steps});
+
+    lab.provision(clean(json!([
+        {"interface": "management", "step": "set_secure_boot", "args": {"enable": true}},
+        {"interface": "deploy", "step": "erase_devices_metadata"},
+        {"interface": "management", "step": "reset_bios_to_default"},
+    ])))
+    .await;
+    let done = lab.wait_state("manageable").await;
+    assert_eq!(done["last_error"], Value::Null, "{done:#}");
+    let bmc = lab.driver.node(&node).unwrap();
+    assert_eq!((bmc.secure_boot, bmc.bios_resets), (Some(true), 1));
+    // The agent ran its own step only; it never heard of the BMC's.
+    let executed: Vec<String> = lab.ramdisk.executed().into_iter().map(|(_, s)| s).collect();
+    assert_eq!(executed, ["erase_devices_metadata"]);
+
+    // A step the BMC refuses fails cleaning with the BMC's words.
+    lab.driver.inject(&node, Op::CleanStep, FaultKind::Unsupported, 1);
+    lab.provision(clean(json!([
+        {"interface": "management", "step": "set_secure_boot", "args": {"enable": false}},
+    ])))
+    .await;
+    let failed = lab.wait_state("clean failed").await;
+    let last_error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.starts_with(&format!("Node {node} failed step "))
+            && last_error.contains("set_secure_boot")
+            && last_error.contains("not supported"),
+        "{failed:#}"
+    );
+    assert_eq!(lab.driver.node(&node).unwrap().secure_boot, Some(true), "unchanged");
+
+    // Arguments are checked before anything runs.
+    lab.provision(json!({"target": "manage"})).await;
+    lab.wait_state("manageable").await;
+    let resets = lab.driver.node(&node).unwrap().bios_resets;
+    lab.provision(clean(json!([
+        {"interface": "management", "step": "reset_bios_to_default"},
+        {"interface": "management", "step": "set_secure_boot", "args": {"enable": "maybe"}},
+    ])))
+    .await;
+    let failed = lab.wait_state("clean failed").await;
+    assert_eq!(
+        failed["last_error"],
+        format!(
+            "Cannot clean node {node}: clean step management.set_secure_boot: argument enable \
+             must be a boolean, not \"maybe\""
+        ),
+        "{failed:#}"
+    );
+    assert_eq!(lab.driver.node(&node).unwrap().bios_resets, resets, "nothing ran");
+}

@@ -17,7 +17,8 @@
 //! | `fake_soft_power_off_delay` | seconds (0–3600) | without a [`PowerHook`], the simulated OS needs this long to shut down after a soft power off |
 //! | `fake_fail` | `op=kind[,op=kind…]` | every call of `op` fails with `kind` |
 //!
-//! `op` is one of `power_state`, `set_power`, `boot_device`, `set_boot_device` or `*`
+//! `op` is one of `power_state`, `set_power`, `boot_device`, `set_boot_device`,
+//! `clean_step` (the out-of-band clean steps, which it runs like a BMC would) or `*`
 //! (all of them); `kind` is one of `unreachable`, `auth_failed`, `unsupported`,
 //! `timeout`, `protocol` — one per [`BmcError`] variant. Tests inject bounded failures
 //! with [`FakeDriver::inject`] instead.
@@ -43,6 +44,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::oob_steps::OobStep;
 use super::{
     Bmc, BmcError, BootDevice, BootDeviceSetting, Driver, DriverInfoError, PowerAction, PowerState,
 };
@@ -81,10 +83,13 @@ pub enum Op {
     SetPower,
     BootDevice,
     SetBootDevice,
+    /// An out-of-band clean step.
+    CleanStep,
 }
 
 impl Op {
-    pub const ALL: [Op; 4] = [Op::PowerState, Op::SetPower, Op::BootDevice, Op::SetBootDevice];
+    pub const ALL: [Op; 5] =
+        [Op::PowerState, Op::SetPower, Op::BootDevice, Op::SetBootDevice, Op::CleanStep];
 
     /// The name used in `fake_fail`.
     pub fn as_str(self) -> &'static str {
@@ -93,6 +98,7 @@ impl Op {
             Op::SetPower => "set_power",
             Op::BootDevice => "boot_device",
             Op::SetBootDevice => "set_boot_device",
+            Op::CleanStep => "clean_step",
         }
     }
 
@@ -169,6 +175,10 @@ pub struct FakeNodeState {
     pub booted_from: Option<BootDevice>,
     /// Calls of each operation, failed ones included.
     pub calls: BTreeMap<Op, u64>,
+    /// Times the BIOS was reset to its defaults (out-of-band clean step).
+    pub bios_resets: u64,
+    /// UEFI secure boot as last set by the out-of-band step (`None`: never set).
+    pub secure_boot: Option<bool>,
 }
 
 impl FakeNodeState {
@@ -179,6 +189,8 @@ impl FakeNodeState {
             next_boot: None,
             booted_from: None,
             calls: BTreeMap::new(),
+            bios_resets: 0,
+            secure_boot: None,
         }
     }
 
@@ -468,6 +480,10 @@ impl Driver for FakeDriver {
             inner: Arc::clone(&self.inner),
         }))
     }
+
+    fn clean_steps(&self) -> Vec<ferric_shared::steps::Step> {
+        super::oob_steps::offered()
+    }
 }
 
 /// One connection to a node's fake BMC.
@@ -626,6 +642,15 @@ impl Bmc for FakeBmc {
             } else {
                 sim.state.next_boot = Some(device);
             }
+        });
+        Ok(())
+    }
+
+    async fn run_oob_step(&self, step: OobStep) -> Result<(), BmcError> {
+        self.begin(Op::CleanStep, Duration::ZERO)?;
+        self.inner.with_node(&self.node, |sim| match step {
+            OobStep::ResetBiosToDefault => sim.state.bios_resets += 1,
+            OobStep::SetSecureBoot { enable } => sim.state.secure_boot = Some(enable),
         });
         Ok(())
     }

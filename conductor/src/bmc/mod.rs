@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 pub mod fake;
 pub mod ipmi;
+pub mod oob_steps;
 pub mod redfish;
 
 /// The power state a BMC reports.
@@ -129,6 +130,11 @@ pub trait Bmc: Send + Sync + Debug {
     ) -> Result<(), BmcError>;
     async fn boot_device(&self) -> Result<BootDeviceSetting, BmcError>;
     async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError>;
+    /// Runs an out-of-band clean step; only drivers that list it in
+    /// [`Driver::clean_steps`] can.
+    async fn run_oob_step(&self, step: oob_steps::OobStep) -> Result<(), BmcError> {
+        Err(BmcError::Unsupported { what: format!("clean step management.{}", step.name()) })
+    }
 }
 
 /// A hardware type: validates `driver_info` and connects to a node's BMC.
@@ -143,6 +149,10 @@ pub trait Driver: Send + Sync + Debug {
         node_uuid: &str,
         driver_info: &Map<String, Value>,
     ) -> Result<Arc<dyn Bmc>, DriverInfoError>;
+    /// The out-of-band clean steps this driver's BMCs run (see [`oob_steps`]).
+    fn clean_steps(&self) -> Vec<ferric_shared::steps::Step> {
+        Vec::new()
+    }
 }
 
 /// The drivers this conductor offers, by name.

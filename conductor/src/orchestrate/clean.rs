@@ -10,7 +10,9 @@
 //! Manual cleaning may list the conductor's own steps (`{"interface": "conductor",
 //! "step": "hold"}` and `"wait"` with `args.seconds`), as Ironic 2023.2 does: `hold`
 //! moves the node to `clean hold` until `unhold` (then the next step runs) or `abort`;
-//! `wait` pauses before the next step.
+//! `wait` pauses before the next step. It may also list the driver's out-of-band steps
+//! (`management.reset_bios_to_default`, `management.set_secure_boot`), which the conductor
+//! runs through the BMC between the agent's steps.
 //!
 //! What the erase steps report (per disk: method, duration, bytes, verification) is kept
 //! in `driver_internal_info.clean_erase_report`, keyed by step name, until the next
@@ -23,7 +25,7 @@
 //! unless it was the last one, as in Ironic.
 
 use ferric_shared::states::{completion_event, Event, ProvisionState};
-use ferric_shared::steps::{NodeStep, StepKind, UserStep};
+use ferric_shared::steps::{NodeStep, Step, StepKind, UserStep};
 use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -35,6 +37,7 @@ use super::plan::{
 use super::reboot::{reboot_requested, CLEANING_REBOOT};
 use super::worker::{agent_failure_message, Orchestrator, TaskError};
 use crate::agent_client::{step_progress, StepProgress};
+use crate::bmc::oob_steps::OobStep;
 use crate::store::{JsonMap, LastError, Node, Transition};
 
 /// The planned steps, once the agent's steps are known.
@@ -244,6 +247,13 @@ impl Orchestrator {
     ) -> Result<(), TaskError> {
         let (view, ports) = self.agent_view(node).await?;
         let offered = agent.get_clean_steps(&view, &ports).await?;
+        // The driver's out-of-band steps are planned with the agent's; the agent never
+        // hears of them.
+        let mut planning = offered.clone();
+        let driver_steps = self.driver_clean_steps(node);
+        if !driver_steps.is_empty() {
+            planning.steps.insert(format!("{} driver", node.driver), driver_steps);
+        }
         let manual = node.target_provision_state == Some(ProvisionState::Manageable);
         let plan = if manual {
             let requested: Vec<UserStep> = match node.driver_internal_info.get(REQUESTED_KEY) {
@@ -252,7 +262,13 @@ impl Orchestrator {
                 })?,
                 None => Vec::new(),
             };
-            match manual_clean_plan(&requested, &offered) {
+            let checked = manual_clean_plan(&requested, &planning).and_then(|plan| {
+                for step in &plan {
+                    OobStep::parse(&step.interface, &step.step, &step.args)?;
+                }
+                Ok(plan)
+            });
+            match checked {
                 Ok(plan) => plan,
                 Err(e) => {
                     let message = format!("Cannot clean node {}: {e}", node.uuid);
@@ -261,7 +277,7 @@ impl Orchestrator {
                 }
             }
         } else {
-            automated_clean_plan(&offered, &self.priority_overrides())
+            automated_clean_plan(&planning, &self.priority_overrides())
         };
         tracing::info!(steps = plan.len(), manual, "clean plan ready");
         let encode = |what| move |source| TaskError::Encode { what, source };
@@ -319,10 +335,14 @@ impl Orchestrator {
                 self.finish_cleaning(&node, true).await;
                 return Ok(());
             };
-            if step.interface != CONDUCTOR_INTERFACE {
+            let done = if step.interface == CONDUCTOR_INTERFACE {
+                self.run_conductor_step(&node, step, index).await?
+            } else if let Some(oob) = self.oob_step(&node, step) {
+                self.run_oob_clean_step(&node, step, oob, index).await?
+            } else {
                 break step;
-            }
-            if !self.run_conductor_step(&node, step, index).await? {
+            };
+            if !done {
                 return Ok(());
             }
             node = self.store.get_node(&node.uuid.to_string()).await?;
@@ -429,6 +449,71 @@ impl Orchestrator {
                 Ok(false)
             }
         }
+    }
+
+    /// The out-of-band clean steps of the node's driver.
+    fn driver_clean_steps(&self, node: &Node) -> Vec<Step> {
+        self.drivers.get(&node.driver).map(|driver| driver.clean_steps()).unwrap_or_default()
+    }
+
+    /// `step` as an out-of-band step of the node's driver, if it is one. The plan checked
+    /// the arguments; a step that fails the check here runs on the agent, which refuses
+    /// what it does not offer.
+    fn oob_step(&self, node: &Node, step: &NodeStep) -> Option<OobStep> {
+        let offered = self.driver_clean_steps(node);
+        if !offered.iter().any(|s| s.interface == step.interface && s.step == step.step) {
+            return None;
+        }
+        OobStep::parse(&step.interface, &step.step, &step.args).ok().flatten()
+    }
+
+    /// Runs out-of-band step `index` of the plan through the BMC. `Ok(true)` when
+    /// cleaning goes on at once with the next step, `Ok(false)` when the node failed or
+    /// moved elsewhere.
+    async fn run_oob_clean_step(
+        &self,
+        node: &Node,
+        step: &NodeStep,
+        oob: OobStep,
+        index: usize,
+    ) -> Result<bool, TaskError> {
+        let step_map = match serde_json::to_value(step) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => JsonMap::new(),
+            Err(source) => return Err(TaskError::Encode { what: "the clean step", source }),
+        };
+        let moved = self
+            .apply(
+                node.uuid,
+                Transition::new(Event::Resume)
+                    .only_from(&[ProvisionState::CleanWait])
+                    .clean_step(step_map)
+                    .set_internal_info(INDEX_KEY, Value::from(index)),
+            )
+            .await;
+        if !moved {
+            return Ok(false);
+        }
+        tracing::info!(step = %step.step, interface = %step.interface, index,
+            "running out-of-band clean step");
+        let outcome = match self.bmc_for(node) {
+            Ok(bmc) => bmc.run_oob_step(oob).await.map_err(TaskError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            let message = format!(
+                "Node {} failed step {}: {}",
+                node.uuid,
+                serde_json::to_string(step).unwrap_or_else(|_| step.step.clone()),
+                crate::error_chain(&e)
+            );
+            let node = self.store.get_node(&node.uuid.to_string()).await?;
+            self.fail_cleaning(&node, message).await;
+            return Ok(false);
+        }
+        Ok(self
+            .apply(node.uuid, Transition::new(Event::Wait).only_from(&[ProvisionState::Cleaning]))
+            .await)
     }
 
     /// `unhold` moved the node from `clean hold` to `clean wait`: go on with the next step

@@ -71,6 +71,8 @@ pub enum PlanError {
         "{kind} step conductor.wait needs argument seconds, a number of seconds >= 0, not {value}"
     )]
     WaitSeconds { kind: &'static str, value: String },
+    #[error(transparent)]
+    OutOfBand(#[from] crate::bmc::oob_steps::OobStepError),
 }
 
 /// The seconds of a `conductor.wait` step, from its arguments.

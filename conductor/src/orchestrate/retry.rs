@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bmc::oob_steps::OobStep;
 use crate::bmc::{Bmc, BmcError, BootDevice, BootDeviceSetting, PowerAction, PowerState};
 
 /// How often and how far apart transient failures are retried.
@@ -120,6 +121,11 @@ impl Bmc for RetryingBmc {
             self.inner.set_boot_device(device, persistent)
         })
         .await
+    }
+
+    async fn run_oob_step(&self, step: OobStep) -> Result<(), BmcError> {
+        // Both steps set a state rather than toggle one: repeating them is harmless.
+        self.retry("clean step", BmcError::is_transient, || self.inner.run_oob_step(step)).await
     }
 }
 

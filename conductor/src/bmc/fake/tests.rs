@@ -372,7 +372,27 @@ async fn call(bmc: &dyn Bmc, op: Op) -> Result<(), BmcError> {
         Op::SetPower => bmc.set_power(PowerAction::On, None).await,
         Op::BootDevice => bmc.boot_device().await.map(|_| ()),
         Op::SetBootDevice => bmc.set_boot_device(BootDevice::Pxe, true).await,
+        Op::CleanStep => bmc.run_oob_step(OobStep::ResetBiosToDefault).await,
     }
+}
+
+#[tokio::test]
+async fn out_of_band_steps_change_the_simulated_firmware() {
+    let driver = FakeDriver::new();
+    assert_eq!(driver.clean_steps().len(), 2);
+    let bmc = connect(&driver, json!({}));
+    bmc.run_oob_step(OobStep::SetSecureBoot { enable: true }).await.unwrap();
+    bmc.run_oob_step(OobStep::ResetBiosToDefault).await.unwrap();
+    bmc.run_oob_step(OobStep::ResetBiosToDefault).await.unwrap();
+    let state = driver.node(NODE).unwrap();
+    assert_eq!((state.secure_boot, state.bios_resets), (Some(true), 2));
+    bmc.run_oob_step(OobStep::SetSecureBoot { enable: false }).await.unwrap();
+    assert_eq!(driver.node(NODE).unwrap().secure_boot, Some(false));
+    // A driver_info failure setting covers the steps too.
+    let failing = connect(&driver, json!({"fake_fail": "clean_step=unsupported"}));
+    let err = failing.run_oob_step(OobStep::ResetBiosToDefault).await.unwrap_err();
+    assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
+    assert_eq!(driver.node(NODE).unwrap().bios_resets, 2);
 }
 
 #[tokio::test]

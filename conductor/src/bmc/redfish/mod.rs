@@ -254,6 +254,10 @@ impl Driver for RedfishDriver {
     ) -> Result<Arc<dyn Bmc>, DriverInfoError> {
         Ok(Arc::new(self.connect_redfish(node_uuid, driver_info)?))
     }
+
+    fn clean_steps(&self) -> Vec<ferric_shared::steps::Step> {
+        super::oob_steps::offered()
+    }
 }
 
 /// One node's Redfish system.
@@ -846,6 +850,15 @@ impl Bmc for RedfishBmc {
             what: format!("boot device {} over Redfish", device.as_str()),
         })?;
         self.set_boot_override(target, persistent, None).await
+    }
+
+    async fn run_oob_step(&self, step: super::oob_steps::OobStep) -> Result<(), BmcError> {
+        match step {
+            super::oob_steps::OobStep::ResetBiosToDefault => self.reset_bios_to_default().await,
+            super::oob_steps::OobStep::SetSecureBoot { enable } => {
+                self.set_secure_boot(enable).await
+            }
+        }
     }
 }
 
