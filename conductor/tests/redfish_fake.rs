@@ -424,7 +424,7 @@ async fn if_match_carries_the_etag_and_a_412_is_retried_once() {
     let fake =
         Arc::new(Fake { require_etag: true, spurious_412: AtomicU32::new(1), ..Fake::default() });
     let (_driver, bmc) = bmc_for(&fake, json!({"redfish_auth_type": "basic"})).await;
-    bmc.set_boot_device(BootDevice::Pxe, false).await.unwrap();
+    bmc.set_boot_device(BootDevice::Pxe, false, None).await.unwrap();
     let read = bmc.boot_device().await.unwrap();
     assert_eq!((read.device, read.persistent), (Some(BootDevice::Pxe), Some(false)));
     let patches: Vec<Seen> =
@@ -436,7 +436,7 @@ async fn if_match_carries_the_etag_and_a_412_is_retried_once() {
 
     // Two conflicts in a row: the driver gives up with the BMC's message.
     fake.spurious_412.store(2, Ordering::SeqCst);
-    let err = bmc.set_boot_device(BootDevice::Disk, true).await.unwrap_err();
+    let err = bmc.set_boot_device(BootDevice::Disk, true, None).await.unwrap_err();
     assert!(matches!(err, BmcError::Protocol { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("412") && text.contains("resource changed"), "{text}");
@@ -462,7 +462,7 @@ async fn a_202_task_monitor_is_followed_to_its_end() {
 async fn error_replies_carry_extended_info_and_map_to_types() {
     let fake = Arc::new(Fake { patch_rejected: true, reset_forbidden: true, ..Fake::default() });
     let (_driver, bmc) = bmc_for(&fake, json!({})).await;
-    let err = bmc.set_boot_device(BootDevice::Pxe, true).await.unwrap_err();
+    let err = bmc.set_boot_device(BootDevice::Pxe, true, None).await.unwrap_err();
     assert!(matches!(err, BmcError::Protocol { .. }), "{err}");
     assert!(
         err.to_string().contains("The value Pxe for the property BootSourceOverrideTarget is not in the list of acceptable values."),

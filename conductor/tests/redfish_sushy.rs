@@ -96,19 +96,19 @@ async fn power_on_off_reboot_and_soft_off_land() {
 async fn boot_override_set_and_read_back() {
     let Some((_sushy, bmc)) = one_system("boot_override_set_and_read_back") else { return };
     for device in [BootDevice::Pxe, BootDevice::Cdrom, BootDevice::Disk] {
-        bmc.set_boot_device(device, true).await.unwrap();
+        bmc.set_boot_device(device, true, None).await.unwrap();
         let read = bmc.boot_device().await.unwrap();
         assert_eq!(read.device, Some(device));
         // The emulator reports every override as continuous.
         assert_eq!(read.persistent, Some(true));
     }
     // The emulator does not list BiosSetup among the targets it allows.
-    let err = bmc.set_boot_device(BootDevice::Bios, false).await.unwrap_err();
+    let err = bmc.set_boot_device(BootDevice::Bios, false, None).await.unwrap_err();
     assert!(
         matches!(err, BmcError::Unsupported { ref what } if what.contains("BiosSetup")),
         "{err}"
     );
-    let err = bmc.set_boot_device(BootDevice::Safe, false).await.unwrap_err();
+    let err = bmc.set_boot_device(BootDevice::Safe, false, None).await.unwrap_err();
     assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
 
     bmc.set_boot_override(BootTarget::Pxe, false, Some(BootMode::Legacy)).await.unwrap();
