@@ -334,6 +334,51 @@ mod tests {
     }
 
     #[test]
+    fn boot_mode_comes_from_instance_info_then_capabilities_then_the_default() {
+        let caps = |m: &str| json!({"capabilities": format!("disk_label:gpt,boot_mode:{m}")});
+        // (instance_info, properties, default, expected)
+        let table = [
+            (json!({}), json!({}), BootMode::Uefi, Ok(BootMode::Uefi)),
+            (json!({}), json!({}), BootMode::Bios, Ok(BootMode::Bios)),
+            (json!({"deploy_boot_mode": "bios"}), caps("uefi"), BootMode::Uefi, Ok(BootMode::Bios)),
+            (json!({"deploy_boot_mode": "UEFI"}), json!({}), BootMode::Bios, Ok(BootMode::Uefi)),
+            (json!({"deploy_boot_mode": ""}), caps("bios"), BootMode::Uefi, Ok(BootMode::Bios)),
+            (caps("bios"), caps("uefi"), BootMode::Uefi, Ok(BootMode::Bios)),
+            (json!({}), caps("bios"), BootMode::Uefi, Ok(BootMode::Bios)),
+            (
+                json!({}),
+                json!({"capabilities": {"boot_mode": "bios"}}),
+                BootMode::Uefi,
+                Ok(BootMode::Bios),
+            ),
+            (
+                json!({}),
+                json!({"capabilities": "{\"boot_mode\": \"uefi\"}"}),
+                BootMode::Bios,
+                Ok(BootMode::Uefi),
+            ),
+            (
+                json!({"deploy_boot_mode": "legacy"}),
+                json!({}),
+                BootMode::Uefi,
+                Err("instance_info/deploy_boot_mode names boot mode \"legacy\""),
+            ),
+            (json!({}), caps("efi"), BootMode::Uefi, Err("properties/capabilities")),
+        ];
+        for (instance_info, properties, default, want) in table {
+            let got =
+                node_boot_mode(&map(instance_info.clone()), &map(properties.clone()), default);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{instance_info} {properties}"),
+                (Err(err), Err(fragment)) => {
+                    assert!(err.to_string().contains(fragment), "{err}")
+                }
+                (got, want) => panic!("{instance_info} {properties}: {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn configuration_is_honoured() {
         let config = ImageInfoConfig {
             stream_raw_images: false,
