@@ -825,8 +825,11 @@ async fn conductor_shutdown_logs_out_of_redfish_sessions() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let fake = Arc::new(Fake::default());
     let address = start(Arc::clone(&fake)).await;
+    // Kept here too, so that only an explicit logout (not dropping the driver) can end
+    // the session.
+    let driver = Arc::new(RedfishDriver::with_options(options()));
     let mut drivers = DriverRegistry::new();
-    drivers.register(Arc::new(RedfishDriver::with_options(options())));
+    drivers.register(driver.clone());
     let data = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -876,4 +879,5 @@ async fn conductor_shutdown_logs_out_of_redfish_sessions() {
     // The logout happened before the service returned.
     assert_eq!(fake.logouts.load(Ordering::SeqCst), 1);
     assert!(fake.tokens.lock().unwrap().is_empty());
+    drop(driver);
 }
