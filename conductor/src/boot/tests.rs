@@ -406,7 +406,7 @@ fn boot_interfaces_have_ironics_names_and_ipxe_is_the_default() {
     ];
     for (name, want) in table {
         let got = BootInterface::of_node(name);
-        assert_eq!(got.as_ref().map_err(|_| ()), want.as_ref(), "{name:?}");
+        assert_eq!(got.clone().map_err(|_| ()), want, "{name:?}");
         if let Ok(interface) = got {
             if name.is_some_and(|n| !n.is_empty()) {
                 assert_eq!(Some(interface.as_str()), name);
