@@ -1,8 +1,9 @@
 //! The conductor (in-process, `service::run_on`) booting a `fake-hardware` node whose
 //! boot interface is `redfish-virtual-media`: cleaning inserts the conductor-served deploy
 //! ISO with a one-time CD boot instead of setting PXE, and ejects it once cleaning is
-//! done; an eject the BMC refuses is logged and does not fail cleaning. The test plays
-//! the ramdisk (lookup, heartbeats) and its agent, which offers no clean steps.
+//! done; an eject the BMC refuses is logged and does not fail cleaning; a deploy ejects
+//! it once the node boots from its disk. The test plays the ramdisk (lookup, heartbeats)
+//! and a scripted agent.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,32 +18,65 @@ use tokio::net::TcpListener;
 const MAC: &str = "52:54:00:7e:11:01";
 const STEP: Duration = Duration::from_secs(30);
 
-/// An agent with no clean steps: every command succeeds at once.
+/// An agent with no clean steps whose `write_image` succeeds at once; `power_off` powers
+/// the fake machine off, as the real agent's exit would.
+#[derive(Default)]
+struct Agent {
+    commands: Mutex<Vec<Value>>,
+    driver: std::sync::OnceLock<Arc<FakeDriver>>,
+    node: std::sync::OnceLock<String>,
+}
+
 async fn agent_command(
-    axum::extract::State(seen): axum::extract::State<Arc<Mutex<Vec<String>>>>,
+    axum::extract::State(agent): axum::extract::State<Arc<Agent>>,
     axum::Json(body): axum::Json<Value>,
 ) -> axum::Json<Value> {
     let name = body["name"].as_str().unwrap_or_default().to_owned();
-    seen.lock().unwrap().push(name.clone());
+    let versions = json!({"generic": "1.0"});
     let result = match name.as_str() {
-        "clean.get_clean_steps" => {
-            json!({"clean_steps": {}, "hardware_manager_version": {"generic": "1.0"}})
+        "clean.get_clean_steps" => json!({"clean_steps": {}, "hardware_manager_version": versions}),
+        "deploy.get_deploy_steps" => json!({
+            "deploy_steps": {"GenericHardwareManager": [
+                {"step": "write_image", "priority": 0, "interface": "deploy"}]},
+            "hardware_manager_version": versions}),
+        "deploy.execute_deploy_step" => {
+            json!({"deploy_result": null, "deploy_step": body["params"]["step"]})
+        }
+        "standby.get_partition_uuids" => json!({"root uuid": "0x1234abcd"}),
+        "standby.power_off" => {
+            if let (Some(driver), Some(node)) = (agent.driver.get(), agent.node.get()) {
+                driver.os_powered_off(node);
+            }
+            Value::Null
         }
         _ => Value::Null,
     };
     let short = name.split_once('.').map_or(name.as_str(), |(_, c)| c).to_owned();
-    axum::Json(json!({"id": "cmd-1", "command_name": short, "command_status": "SUCCEEDED",
-        "command_error": null, "command_result": result}))
+    let mut commands = agent.commands.lock().unwrap();
+    let entry = json!({"id": format!("cmd-{}", commands.len()), "command_name": short,
+        "command_status": "SUCCEEDED", "command_error": null, "command_result": result});
+    commands.push(entry.clone());
+    if short.starts_with("execute_") {
+        // Asynchronous, as the real agent: the outcome shows in the command list.
+        let mut running = entry;
+        running["command_status"] = json!("RUNNING");
+        running["command_result"] = Value::Null;
+        return axum::Json(running);
+    }
+    axum::Json(entry)
 }
 
-async fn agent_list() -> axum::Json<Value> {
-    axum::Json(json!({"commands": []}))
+async fn agent_list(
+    axum::extract::State(agent): axum::extract::State<Arc<Agent>>,
+) -> axum::Json<Value> {
+    axum::Json(json!({"commands": *agent.commands.lock().unwrap()}))
 }
 
 struct Lab {
     url: String,
     http: reqwest::Client,
     driver: Arc<FakeDriver>,
+    agent: Arc<Agent>,
     agent_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -56,17 +90,19 @@ impl Lab {
         let mut drivers = DriverRegistry::new();
         drivers.register(driver.clone());
 
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let agent = Arc::new(Agent::default());
+        let _ = agent.driver.set(driver.clone());
         let agent_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent_url = format!("http://{}", agent_listener.local_addr().unwrap());
         let app = axum::Router::new()
             .route("/v1/commands/", axum::routing::post(agent_command).get(agent_list))
-            .with_state(seen);
+            .with_state(agent.clone());
         tokio::spawn(async move { axum::serve(agent_listener, app).await.unwrap() });
 
         let data = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(data.path().join("images")).unwrap();
         std::fs::write(data.path().join("images/ferric-deploy.iso"), b"an ISO").unwrap();
+        std::fs::write(data.path().join("images/disk.img"), b"not really a disk").unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = ConductorConfig {
@@ -76,6 +112,8 @@ impl Lab {
         };
         config.conductor.name = "vmedia-conductor".into();
         config.bmc.retries = 0;
+        config.agent.post_deploy_get_power_state_retries = 10;
+        config.agent.post_deploy_get_power_state_retry_interval = 1;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             service::run_on(config, listener, drivers, async move {
@@ -88,6 +126,7 @@ impl Lab {
             url: format!("http://{addr}"),
             http: reqwest::Client::new(),
             driver,
+            agent,
             agent_url,
             stop: Some(stop),
             task,
@@ -122,6 +161,7 @@ impl Lab {
     async fn drive_to(&self, uuid: &str, state: &str) -> Value {
         let deadline = Instant::now() + STEP;
         let mut token: Option<String> = None;
+        let mut booted = 0;
         loop {
             let (_, node) =
                 self.call(reqwest::Method::GET, &format!("/v1/nodes/{uuid}"), None).await;
@@ -129,7 +169,16 @@ impl Lab {
                 return node;
             }
             assert!(Instant::now() < deadline, "never reached {state}: {node:#}");
-            if node["provision_state"] == "clean wait" {
+            if node["provision_state"] == "clean wait"
+                || node["provision_state"] == "wait call-back"
+            {
+                // Each insert of the ISO is a new boot of the ramdisk, which looks up anew.
+                let boots =
+                    self.driver.node(uuid).map_or(0, |n| n.calls_of(Op::BootFromVirtualMedia));
+                if boots != booted {
+                    booted = boots;
+                    token = None;
+                }
                 match &token {
                     None => {
                         let path = format!("/v1/lookup?addresses={MAC}");
@@ -173,6 +222,7 @@ async fn cleaning_boots_the_deploy_iso_over_virtual_media_and_ejects_it() {
         .await;
     assert_eq!(status, 201, "{node}");
     let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let _ = lab.agent.node.set(uuid.clone());
     let (status, port) = lab
         .call(reqwest::Method::POST, "/v1/ports", Some(json!({"node_uuid": uuid, "address": MAC})))
         .await;
@@ -220,5 +270,30 @@ async fn cleaning_boots_the_deploy_iso_over_virtual_media_and_ejects_it() {
     assert!(bmc.calls_of(Op::EjectVirtualMedia) >= 2, "{bmc:?}");
     assert_eq!(bmc.virtual_media.as_deref(), Some(iso_url.as_str()));
     assert_eq!(bmc.power, PowerState::Off);
+
+    // Deploying boots the ISO again; once the image is written the node boots from its
+    // disk and the ISO is ejected.
+    lab.driver.clear_faults(&uuid);
+    let checksum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let (status, reply) = lab
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/nodes/{uuid}"),
+            Some(json!([
+                {"op": "add", "path": "/instance_info/image_source", "value": "disk.img"},
+                {"op": "add", "path": "/instance_info/image_checksum", "value": checksum}])),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let inserts = lab.driver.node(&uuid).unwrap().calls_of(Op::BootFromVirtualMedia);
+    lab.provision(&uuid, "active").await;
+    let node = lab.drive_to(&uuid, "active").await;
+    assert!(node["last_error"].is_null(), "{node:#}");
+    let bmc = lab.driver.node(&uuid).unwrap();
+    assert_eq!(bmc.calls_of(Op::BootFromVirtualMedia), inserts + 1);
+    assert_eq!(bmc.virtual_media, None, "the ISO stayed in after the deploy");
+    assert_eq!(bmc.persistent_device, BootDevice::Disk);
+    assert_eq!(bmc.booted_from, Some(BootDevice::Disk));
+    assert_eq!(bmc.power, PowerState::On);
     lab.stop().await;
 }
