@@ -122,6 +122,20 @@ async fn boot_override_set_and_read_back() {
     let read = bmc.boot_override().await.unwrap();
     assert_eq!(read.target.as_deref(), Some("Hdd"));
     assert_eq!(read.mode.as_deref(), Some("UEFI"));
+
+    // Through the Bmc trait: the node's boot mode goes with the device; none leaves it.
+    let table = [
+        (BootDevice::Pxe, Some(ferric_conductor::bmc::BootMode::Bios), "Pxe", "Legacy"),
+        (BootDevice::Disk, None, "Hdd", "Legacy"),
+        (BootDevice::Cdrom, Some(ferric_conductor::bmc::BootMode::Uefi), "Cd", "UEFI"),
+        (BootDevice::Pxe, None, "Pxe", "UEFI"),
+    ];
+    for (device, mode, target, reported) in table {
+        Bmc::set_boot_device(&bmc, device, false, mode).await.unwrap();
+        let read = bmc.boot_override().await.unwrap();
+        assert_eq!(read.target.as_deref(), Some(target), "{device:?} {mode:?}");
+        assert_eq!(read.mode.as_deref(), Some(reported), "{device:?} {mode:?}");
+    }
 }
 
 /// Serves a small "ISO" for the emulator to download on insert.
