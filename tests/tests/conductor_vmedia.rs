@@ -1,8 +1,8 @@
 //! The conductor (in-process, `service::run_on`) booting a `fake-hardware` node whose
 //! boot interface is `redfish-virtual-media`: cleaning inserts the conductor-served deploy
 //! ISO with a one-time CD boot instead of setting PXE, and ejects it once cleaning is
-//! done; an eject the BMC refuses is logged and does not fail cleaning; a deploy ejects
-//! it once the node boots from its disk. The test plays the ramdisk (lookup, heartbeats)
+//! done; an eject the BMC refuses is logged and does not fail cleaning; a step that asks
+//! for a reboot boots the ISO again; a deploy ejects it once the node boots from its disk. The test plays the ramdisk (lookup, heartbeats)
 //! and a scripted agent.
 
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,15 @@ async fn agent_command(
     let name = body["name"].as_str().unwrap_or_default().to_owned();
     let versions = json!({"generic": "1.0"});
     let result = match name.as_str() {
-        "clean.get_clean_steps" => json!({"clean_steps": {}, "hardware_manager_version": versions}),
+        // One step, run only when asked for (priority 0), that needs a reboot after it.
+        "clean.get_clean_steps" => json!({
+            "clean_steps": {"GenericHardwareManager": [
+                {"step": "update_firmware", "priority": 0, "interface": "deploy",
+                 "reboot_requested": true, "abortable": false}]},
+            "hardware_manager_version": versions}),
+        "clean.execute_clean_step" => {
+            json!({"clean_result": null, "clean_step": body["params"]["step"]})
+        }
         "deploy.get_deploy_steps" => json!({
             "deploy_steps": {"GenericHardwareManager": [
                 {"step": "write_image", "priority": 0, "interface": "deploy"}]},
@@ -178,6 +186,8 @@ impl Lab {
                 if boots != booted {
                     booted = boots;
                     token = None;
+                    // A freshly booted agent has run no command yet.
+                    self.agent.commands.lock().unwrap().clear();
                 }
                 match &token {
                     None => {
@@ -271,9 +281,29 @@ async fn cleaning_boots_the_deploy_iso_over_virtual_media_and_ejects_it() {
     assert_eq!(bmc.virtual_media.as_deref(), Some(iso_url.as_str()));
     assert_eq!(bmc.power, PowerState::Off);
 
+    // A clean step that asks for a reboot: the node reboots into the ISO again, and the
+    // ISO is ejected when cleaning is over.
+    lab.driver.clear_faults(&uuid);
+    lab.provision(&uuid, "manage").await;
+    lab.drive_to(&uuid, "manageable").await;
+    let inserts = lab.driver.node(&uuid).unwrap().calls_of(Op::BootFromVirtualMedia);
+    let path = format!("/v1/nodes/{uuid}/states/provision");
+    let body = json!({"target": "clean",
+        "clean_steps": [{"interface": "deploy", "step": "update_firmware"}]});
+    let (status, reply) = lab.call(reqwest::Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, 202, "{reply}");
+    let node = lab.drive_to(&uuid, "manageable").await;
+    assert!(node["last_error"].is_null(), "{node:#}");
+    let bmc = lab.driver.node(&uuid).unwrap();
+    assert_eq!(bmc.calls_of(Op::BootFromVirtualMedia), inserts + 2, "boot and step reboot");
+    assert_eq!(bmc.calls_of(Op::SetBootDevice), 0, "no PXE boot was set");
+    assert_eq!(bmc.virtual_media, None);
+    assert_eq!(bmc.power, PowerState::Off);
+    lab.provision(&uuid, "provide").await;
+    lab.drive_to(&uuid, "available").await;
+
     // Deploying boots the ISO again; once the image is written the node boots from its
     // disk and the ISO is ejected.
-    lab.driver.clear_faults(&uuid);
     let checksum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
     let (status, reply) = lab
         .call(
