@@ -19,7 +19,10 @@
 //!
 //! Sessions are shared: every `connect()` for the same BMC and credentials talks through
 //! the same session task, so concurrent callers queue and the BMC sees one request at a
-//! time.
+//! time. At conductor shutdown [`Driver::close_all`] closes every open session.
+//!
+//! Boot device changes carry the boot mode as the EFI bit of the boot flags; without a
+//! mode the bit the BMC holds is read and kept.
 
 use std::collections::HashMap;
 use std::fmt;
