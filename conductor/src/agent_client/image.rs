@@ -128,8 +128,9 @@ fn named_boot_mode(instance_info: Fields, properties: Fields) -> Option<(&'stati
         .or_else(|| capability(properties, "boot_mode").map(|m| ("properties/capabilities", m)))
 }
 
-/// The boot mode a node is deployed and booted in, resolved as [`named_boot_mode`] says,
-/// else `default` (the conductor's `[deploy] default_boot_mode`).
+/// The boot mode a node is deployed and booted in: `instance_info.deploy_boot_mode`, else
+/// the `boot_mode` capability of `instance_info`, else that of `properties`, else
+/// `default` (the conductor's `[deploy] default_boot_mode`).
 pub fn node_boot_mode(
     instance_info: &Map<String, Value>,
     properties: &Map<String, Value>,
