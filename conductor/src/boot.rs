@@ -234,9 +234,24 @@ fn deploy_image_url(
     key: &'static str,
     default: Option<&str>,
 ) -> Result<String, BootScriptError> {
-    let value = driver_info_str(params, key)?
-        .or(default)
-        .ok_or(BootScriptError::MissingDeployImage { key })?;
+    resolve_image_url(&params.driver_info, key, default, &config.http_url)
+}
+
+/// The URL of the deploy image `driver_info[key]` (else `default`) names: an `http(s)://`
+/// URL as it is, or the name of a file of the image directory as its URL under
+/// `http_url`.
+pub fn resolve_image_url(
+    driver_info: &Map<String, Value>,
+    key: &'static str,
+    default: Option<&str>,
+    http_url: &str,
+) -> Result<String, BootScriptError> {
+    let value = match driver_info.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(BootScriptError::NotAString { key }),
+    };
+    let value = value.or(default).ok_or(BootScriptError::MissingDeployImage { key })?;
     let url = if value.starts_with("http://") || value.starts_with("https://") {
         value.to_owned()
     } else if value.contains("://") {
@@ -244,9 +259,124 @@ fn deploy_image_url(
     } else {
         images::validate_name(value)
             .map_err(|source| BootScriptError::BadImageName { key, source })?;
-        images::image_url(&config.http_url, value)
+        images::image_url(http_url, value)
     };
     check_url(key, &url)?;
+    Ok(url)
+}
+
+/// The boot interfaces Ferric implements, with Ironic's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BootInterface {
+    /// Network boot through the conductor's iPXE scripts (the default).
+    Ipxe,
+    /// Ironic's PXE interface; Ferric boots it exactly as `ipxe`.
+    Pxe,
+    /// The deploy ISO inserted as virtual media by the BMC (no DHCP or TFTP needed).
+    RedfishVirtualMedia,
+    /// Boots nothing: the BMC is told nothing about boot devices by the boot interface.
+    Fake,
+}
+
+/// A `boot_interface` Ferric does not implement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Could not find the following interface in the 'ironic.hardware.interfaces.boot' \
+     entrypoint: {0}. Valid interfaces are [{valid}].",
+    valid = BootInterface::ALL.map(|i| format!("'{}'", i.as_str())).join(", ")
+)]
+pub struct UnknownBootInterface(pub String);
+
+impl BootInterface {
+    pub const ALL: [BootInterface; 4] = [
+        BootInterface::Fake,
+        BootInterface::Ipxe,
+        BootInterface::Pxe,
+        BootInterface::RedfishVirtualMedia,
+    ];
+
+    /// The name nodes use in `boot_interface`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootInterface::Ipxe => "ipxe",
+            BootInterface::Pxe => "pxe",
+            BootInterface::RedfishVirtualMedia => "redfish-virtual-media",
+            BootInterface::Fake => "fake",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<BootInterface> {
+        BootInterface::ALL.into_iter().find(|i| i.as_str() == name)
+    }
+
+    /// A node's boot interface: its `boot_interface`, `ipxe` when it has none.
+    pub fn of_node(boot_interface: Option<&str>) -> Result<BootInterface, UnknownBootInterface> {
+        match boot_interface {
+            None | Some("") => Ok(BootInterface::Ipxe),
+            Some(name) => {
+                BootInterface::from_name(name).ok_or_else(|| UnknownBootInterface(name.to_owned()))
+            }
+        }
+    }
+}
+
+/// The `driver_info` key naming a node's deploy ISO (Ironic's).
+pub const DEPLOY_ISO_KEY: &str = "deploy_iso";
+
+/// The URL of the deploy ISO a node boots over virtual media: `driver_info.deploy_iso`,
+/// else `default`, each an `http(s)://` URL or a file of the image directory served under
+/// `http_url`.
+pub fn deploy_iso_url(
+    driver_info: &Map<String, Value>,
+    default: Option<&str>,
+    http_url: &str,
+) -> Result<String, BootScriptError> {
+    resolve_image_url(driver_info, DEPLOY_ISO_KEY, default, http_url)
+}
+
+/// Why a node cannot boot over virtual media. The texts are Ironic's where it has them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VirtualMediaError {
+    #[error(
+        "boot interface implementation 'redfish-virtual-media' is not supported by hardware \
+         type {driver}."
+    )]
+    Unsupported { driver: String },
+    #[error("Missing 'deploy_iso' parameter in node's driver_info and no default is configured")]
+    MissingIso,
+    #[error("Invalid 'deploy_iso' parameter in node's driver_info: {0}")]
+    BadIso(#[source] BootScriptError),
+    #[error("The deploy ISO {name:?} does not exist in the conductor's image directory")]
+    IsoNotFound { name: String },
+}
+
+/// The URL of the deploy ISO a node boots over virtual media, after checking that its
+/// driver can (`supported`) and that a named ISO is a file of `image_dir`.
+pub fn virtual_media_iso(
+    driver: &str,
+    supported: bool,
+    driver_info: &Map<String, Value>,
+    default: Option<&str>,
+    http_url: &str,
+    image_dir: &std::path::Path,
+) -> Result<String, VirtualMediaError> {
+    if !supported {
+        return Err(VirtualMediaError::Unsupported { driver: driver.to_owned() });
+    }
+    let url = deploy_iso_url(driver_info, default, http_url).map_err(|e| match e {
+        BootScriptError::MissingDeployImage { .. } => VirtualMediaError::MissingIso,
+        other => VirtualMediaError::BadIso(other),
+    })?;
+    let named = match driver_info.get(DEPLOY_ISO_KEY) {
+        Some(Value::String(s)) => Some(s.as_str()),
+        _ => default,
+    };
+    if let Some(name) = named.filter(|n| !n.contains("://")) {
+        let present = images::image_path(image_dir, name).is_ok_and(|p| p.is_file());
+        if !present {
+            return Err(VirtualMediaError::IsoNotFound { name: name.to_owned() });
+        }
+    }
     Ok(url)
 }
 

@@ -49,6 +49,12 @@ pub struct DeployConfig {
     pub kernel_append_params: String,
     /// Seconds a node may stay in `wait call-back` before it fails.
     pub deploy_callback_timeout: u64,
+    /// Default deploy ISO (file name in the image directory or URL) for nodes booting
+    /// over virtual media whose `driver_info` has no `deploy_iso`.
+    pub deploy_iso: Option<String>,
+    /// Boot mode (`uefi` or `bios`) of nodes whose `instance_info` and capabilities name
+    /// none (Ironic's `[deploy]default_boot_mode`).
+    pub default_boot_mode: String,
 }
 
 /// `[cleaning]`: automated cleaning.
@@ -177,6 +183,8 @@ impl Default for DeployConfig {
             deploy_ramdisk: None,
             kernel_append_params: DEFAULT_KERNEL_APPEND_PARAMS.to_owned(),
             deploy_callback_timeout: 1800,
+            deploy_iso: None,
+            default_boot_mode: "uefi".to_owned(),
         }
     }
 }
@@ -310,6 +318,15 @@ impl ConductorConfig {
                 });
             }
         }
+        if crate::bmc::BootMode::from_name(&self.deploy.default_boot_mode).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "deploy.default_boot_mode",
+                reason: format!(
+                    "{:?} is neither \"uefi\" nor \"bios\"",
+                    self.deploy.default_boot_mode
+                ),
+            });
+        }
         let name = self.conductor.name.trim();
         if name.is_empty() || name.len() > 255 {
             return Err(ConfigError::Invalid {
@@ -348,6 +365,12 @@ impl ConductorConfig {
 impl DeployConfig {
     pub fn deploy_callback_timeout(&self) -> Duration {
         Duration::from_secs(self.deploy_callback_timeout)
+    }
+
+    /// `default_boot_mode`, which [`ConductorConfig::validate`] checked.
+    pub fn default_boot_mode(&self) -> crate::bmc::BootMode {
+        crate::bmc::BootMode::from_name(&self.default_boot_mode)
+            .unwrap_or(crate::bmc::BootMode::Uefi)
     }
 }
 
@@ -416,6 +439,8 @@ mod tests {
         assert_eq!(config.deploy.deploy_callback_timeout(), Duration::from_secs(1800));
         assert_eq!(config.deploy.kernel_append_params, "nofb vga=normal");
         assert_eq!(config.deploy.deploy_kernel, None);
+        assert_eq!(config.deploy.deploy_iso, None);
+        assert_eq!(config.deploy.default_boot_mode(), crate::bmc::BootMode::Uefi);
         assert_eq!(config.cleaning.clean_callback_timeout(), Duration::from_secs(1800));
         assert!(config.cleaning.automated_clean);
         assert_eq!(config.cleaning.erase_devices_priority, None);
@@ -483,6 +508,7 @@ mod tests {
             ("public_url = \"ftp://host\"\n", "public_url"),
             ("public_url = \"http://\"\n", "public_url"),
             ("[conductor]\nname = \"  \"\n", "conductor.name"),
+            ("[deploy]\ndefault_boot_mode = \"legacy\"\n", "deploy.default_boot_mode"),
         ];
         for (text, key) in invalid {
             match ConductorConfig::from_toml(text) {

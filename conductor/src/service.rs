@@ -154,6 +154,9 @@ pub async fn run_on(
             Err(error) => tracing::warn!(%error, "a periodic reconciler ended abnormally"),
         }
     }
+    // Nothing talks to BMCs any more but tasks still finishing: end the BMC sessions so
+    // that BMCs with few session slots do not keep them until they time out.
+    drivers.close_all().await;
     served.map_err(ServiceError::Serve)?;
     tracing::info!("conductor stopped");
     store.close().await;

@@ -51,7 +51,7 @@ async fn power_and_boot_device_against_pyghmi() {
         (BootDevice::Bios, "setup"),
     ];
     for (device, name) in table {
-        bmc.set_boot_device(device, true).await.unwrap();
+        bmc.set_boot_device(device, true, None).await.unwrap();
         assert_eq!(peer.state()["bootdev"], Value::from(name), "{device:?}");
         let read = bmc.boot_device().await.unwrap();
         assert_eq!(read.device, Some(device), "{name}");

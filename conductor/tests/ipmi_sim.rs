@@ -6,7 +6,7 @@ mod ipmi_support;
 use std::time::{Duration, Instant};
 
 use ferric_conductor::bmc::ipmi::{IpmiDriver, IpmiOptions};
-use ferric_conductor::bmc::{Bmc, BmcError, BootDevice, Driver, PowerAction, PowerState};
+use ferric_conductor::bmc::{Bmc, BmcError, BootDevice, BootMode, Driver, PowerAction, PowerState};
 use ipmi_support::{driver_info, skip_unless, IpmiSim};
 use serde_json::Value;
 
@@ -105,7 +105,7 @@ async fn boot_device_is_cross_checked_both_ways() {
     ];
     for (device, hook_name, selector, _) in table {
         for persistent in [true, false] {
-            bmc.set_boot_device(device, persistent).await.unwrap();
+            bmc.set_boot_device(device, persistent, None).await.unwrap();
             assert_eq!(sim.recorded_boot(), hook_name, "{device:?}");
             assert_eq!(ipmitool_boot_selector(&sim), selector, "{device:?}");
             let read = bmc.boot_device().await.unwrap();
@@ -116,11 +116,47 @@ async fn boot_device_is_cross_checked_both_ways() {
     // than the one before, so a stale reading cannot pass.
     for (i, (device, hook_name, _, name)) in table.iter().enumerate() {
         let (previous, ..) = table[(i + 1) % table.len()];
-        bmc.set_boot_device(previous, false).await.unwrap();
+        bmc.set_boot_device(previous, false, None).await.unwrap();
         sim.ipmitool_ok(&["chassis", "bootdev", name]);
         assert_eq!(sim.recorded_boot(), *hook_name);
         assert_eq!(bmc.boot_device().await.unwrap().device, Some(*device), "{name}");
     }
+}
+
+/// Boot device changes with a boot mode (which sets or clears the EFI bit of the boot
+/// flags) are accepted by the real stack and land as the device asked for. ipmi_sim
+/// itself keeps no EFI bit to read back: it answers the flags' first byte as 0 even after
+/// ipmitool's own `chassis bootdev pxe options=efiboot` (checked below), so the bit is
+/// verified against the simulated BMC of the driver's unit tests instead.
+#[tokio::test]
+async fn boot_device_with_a_boot_mode_lands_on_the_real_stack() {
+    if !ready() {
+        return;
+    }
+    let sim = IpmiSim::start();
+    let driver = IpmiDriver::with_options(options());
+    let bmc = driver.connect_ipmi("node-1", &driver_info(sim.port)).unwrap();
+
+    let table = [
+        (BootMode::Uefi, BootDevice::Pxe, "pxe", "Force PXE"),
+        (BootMode::Bios, BootDevice::Cdrom, "cdrom", "Force Boot from CD/DVD"),
+        (BootMode::Uefi, BootDevice::Disk, "default", "Force Boot from default Hard-Drive"),
+        (BootMode::Bios, BootDevice::Pxe, "pxe", "Force PXE"),
+    ];
+    for (mode, device, hook_name, selector) in table {
+        for persistent in [true, false] {
+            bmc.set_boot_device(device, persistent, Some(mode)).await.unwrap();
+            assert_eq!(sim.recorded_boot(), hook_name, "{mode:?} {device:?}");
+            assert_eq!(ipmitool_boot_selector(&sim), selector, "{mode:?} {device:?}");
+            assert_eq!(bmc.boot_device().await.unwrap().device, Some(device));
+        }
+    }
+    // Without a mode the driver reads the flags first to keep the BMC's bit.
+    bmc.set_boot_device(BootDevice::Cdrom, false, None).await.unwrap();
+    assert_eq!(sim.recorded_boot(), "cdrom");
+
+    sim.ipmitool_ok(&["chassis", "bootdev", "pxe", "options=efiboot"]);
+    assert!(!bmc.boot_flags().await.unwrap().efi, "ipmi_sim now keeps the EFI bit");
 }
 
 #[tokio::test]

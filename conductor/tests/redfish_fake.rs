@@ -14,8 +14,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use ferric_conductor::bmc::redfish::{RedfishDriver, RedfishOptions};
-use ferric_conductor::bmc::{Bmc, BmcError, BootDevice, Driver, PowerAction, PowerState};
+use ferric_conductor::bmc::redfish::{
+    BootMode as RedfishMode, BootTarget, RedfishDriver, RedfishOptions,
+};
+use ferric_conductor::bmc::{
+    Bmc, BmcError, BootDevice, BootMode, Driver, DriverRegistry, PowerAction, PowerState,
+};
+use ferric_conductor::config::ConductorConfig;
 use serde_json::{json, Map, Value};
 
 const USER: &str = "root";
@@ -424,7 +429,7 @@ async fn if_match_carries_the_etag_and_a_412_is_retried_once() {
     let fake =
         Arc::new(Fake { require_etag: true, spurious_412: AtomicU32::new(1), ..Fake::default() });
     let (_driver, bmc) = bmc_for(&fake, json!({"redfish_auth_type": "basic"})).await;
-    bmc.set_boot_device(BootDevice::Pxe, false).await.unwrap();
+    bmc.set_boot_device(BootDevice::Pxe, false, None).await.unwrap();
     let read = bmc.boot_device().await.unwrap();
     assert_eq!((read.device, read.persistent), (Some(BootDevice::Pxe), Some(false)));
     let patches: Vec<Seen> =
@@ -436,7 +441,7 @@ async fn if_match_carries_the_etag_and_a_412_is_retried_once() {
 
     // Two conflicts in a row: the driver gives up with the BMC's message.
     fake.spurious_412.store(2, Ordering::SeqCst);
-    let err = bmc.set_boot_device(BootDevice::Disk, true).await.unwrap_err();
+    let err = bmc.set_boot_device(BootDevice::Disk, true, None).await.unwrap_err();
     assert!(matches!(err, BmcError::Protocol { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("412") && text.contains("resource changed"), "{text}");
@@ -462,7 +467,7 @@ async fn a_202_task_monitor_is_followed_to_its_end() {
 async fn error_replies_carry_extended_info_and_map_to_types() {
     let fake = Arc::new(Fake { patch_rejected: true, reset_forbidden: true, ..Fake::default() });
     let (_driver, bmc) = bmc_for(&fake, json!({})).await;
-    let err = bmc.set_boot_device(BootDevice::Pxe, true).await.unwrap_err();
+    let err = bmc.set_boot_device(BootDevice::Pxe, true, None).await.unwrap_err();
     assert!(matches!(err, BmcError::Protocol { .. }), "{err}");
     assert!(
         err.to_string().contains("The value Pxe for the property BootSourceOverrideTarget is not in the list of acceptable values."),
@@ -791,4 +796,88 @@ async fn inspection_reads_processors_drives_and_bios_and_bios_resets() {
 
     bmc.reset_bios_to_default().await.unwrap();
     assert_eq!(fake.bios_resets.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_boot_mode_is_set_only_where_the_system_reports_one() {
+    let fake = Arc::new(Fake::default());
+    let address = start(Arc::clone(&fake)).await;
+    let driver = RedfishDriver::with_options(options());
+    let bmc = driver.connect_redfish("n", &info(&address, json!({}))).unwrap();
+    // This system reports no BootSourceOverrideMode: the device changes, the mode is left.
+    Bmc::set_boot_device(&bmc, BootDevice::Pxe, true, Some(BootMode::Uefi)).await.unwrap();
+    assert_eq!(*fake.boot.lock().unwrap(), ("Pxe".to_owned(), "Continuous".to_owned()));
+    Bmc::boot_from_virtual_media(&bmc, "http://10.0.0.1/d.iso", Some(BootMode::Bios))
+        .await
+        .unwrap();
+    assert_eq!(*fake.boot.lock().unwrap(), ("Cd".to_owned(), "Once".to_owned()));
+    assert_eq!(fake.cd.lock().unwrap().0.as_deref(), Some("http://10.0.0.1/d.iso"));
+    Bmc::eject_virtual_media(&bmc).await.unwrap();
+    assert_eq!(*fake.cd.lock().unwrap(), (None, false));
+    // Asked for explicitly, the mode is refused as unsupported.
+    let err = bmc.set_boot_override(BootTarget::Pxe, false, Some(RedfishMode::Uefi)).await;
+    assert!(matches!(err, Err(BmcError::Unsupported { .. })), "{err:?}");
+}
+
+/// The conductor logs out of its Redfish sessions when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conductor_shutdown_logs_out_of_redfish_sessions() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = Arc::new(Fake::default());
+    let address = start(Arc::clone(&fake)).await;
+    // Kept here too, so that only an explicit logout (not dropping the driver) can end
+    // the session.
+    let driver = Arc::new(RedfishDriver::with_options(options()));
+    let mut drivers = DriverRegistry::new();
+    drivers.register(driver.clone());
+    let data = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = ConductorConfig {
+        data_dir: data.path().to_owned(),
+        listen: listener.local_addr().unwrap(),
+        ..ConductorConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        ferric_conductor::service::run_on(config, listener, drivers, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let http = reqwest::Client::new();
+    let node: Value = http
+        .post(format!("{url}/v1/nodes"))
+        .header("X-OpenStack-Ironic-API-Version", "1.110")
+        .json(&json!({"driver": "redfish",
+            "driver_info": info(&address, json!({"redfish_auth_type": "session"}))}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let reply = http
+        .put(format!("{url}/v1/nodes/{uuid}/states/provision"))
+        .header("X-OpenStack-Ironic-API-Version", "1.110")
+        .json(&json!({"target": "manage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 202);
+    // Verification reads the power state, in a session.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.logins.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the conductor never logged in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.logouts.load(Ordering::SeqCst), 0);
+    stop.send(()).unwrap();
+    service.await.unwrap();
+    // The logout happened before the service returned.
+    assert_eq!(fake.logouts.load(Ordering::SeqCst), 1);
+    assert!(fake.tokens.lock().unwrap().is_empty());
+    drop(driver);
 }

@@ -14,7 +14,10 @@ use ferric_conductor::bmc::oob_steps::OobStep;
 use ferric_conductor::bmc::redfish::{
     BootMode, BootTarget, RedfishBmc, RedfishDriver, RedfishOptions,
 };
-use ferric_conductor::bmc::{Bmc, BmcError, BootDevice, Driver, PowerAction, PowerState};
+use ferric_conductor::bmc::{
+    Bmc, BmcError, BootDevice, Driver, DriverRegistry, PowerAction, PowerState,
+};
+use ferric_conductor::config::ConductorConfig;
 use serde_json::{json, Map, Value};
 use sushy::{FakeSystem, Sushy};
 
@@ -97,19 +100,19 @@ async fn power_on_off_reboot_and_soft_off_land() {
 async fn boot_override_set_and_read_back() {
     let Some((_sushy, bmc)) = one_system("boot_override_set_and_read_back") else { return };
     for device in [BootDevice::Pxe, BootDevice::Cdrom, BootDevice::Disk] {
-        bmc.set_boot_device(device, true).await.unwrap();
+        bmc.set_boot_device(device, true, None).await.unwrap();
         let read = bmc.boot_device().await.unwrap();
         assert_eq!(read.device, Some(device));
         // The emulator reports every override as continuous.
         assert_eq!(read.persistent, Some(true));
     }
     // The emulator does not list BiosSetup among the targets it allows.
-    let err = bmc.set_boot_device(BootDevice::Bios, false).await.unwrap_err();
+    let err = bmc.set_boot_device(BootDevice::Bios, false, None).await.unwrap_err();
     assert!(
         matches!(err, BmcError::Unsupported { ref what } if what.contains("BiosSetup")),
         "{err}"
     );
-    let err = bmc.set_boot_device(BootDevice::Safe, false).await.unwrap_err();
+    let err = bmc.set_boot_device(BootDevice::Safe, false, None).await.unwrap_err();
     assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
 
     bmc.set_boot_override(BootTarget::Pxe, false, Some(BootMode::Legacy)).await.unwrap();
@@ -120,6 +123,20 @@ async fn boot_override_set_and_read_back() {
     let read = bmc.boot_override().await.unwrap();
     assert_eq!(read.target.as_deref(), Some("Hdd"));
     assert_eq!(read.mode.as_deref(), Some("UEFI"));
+
+    // Through the Bmc trait: the node's boot mode goes with the device; none leaves it.
+    let table = [
+        (BootDevice::Pxe, Some(ferric_conductor::bmc::BootMode::Bios), "Pxe", "Legacy"),
+        (BootDevice::Disk, None, "Hdd", "Legacy"),
+        (BootDevice::Cdrom, Some(ferric_conductor::bmc::BootMode::Uefi), "Cd", "UEFI"),
+        (BootDevice::Pxe, None, "Pxe", "UEFI"),
+    ];
+    for (device, mode, target, reported) in table {
+        Bmc::set_boot_device(&bmc, device, false, mode).await.unwrap();
+        let read = bmc.boot_override().await.unwrap();
+        assert_eq!(read.target.as_deref(), Some(target), "{device:?} {mode:?}");
+        assert_eq!(read.mode.as_deref(), Some(reported), "{device:?} {mode:?}");
+    }
 }
 
 /// Serves a small "ISO" for the emulator to download on insert.
@@ -266,4 +283,126 @@ async fn out_of_band_inspection_and_secure_boot() {
     assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
     let err = Bmc::run_oob_step(&bmc, OobStep::ResetBiosToDefault).await.unwrap_err();
     assert!(matches!(err, BmcError::Unsupported { .. }), "{err}");
+}
+
+/// Polls the conductor until the node is in `state` with no task holding it.
+async fn wait_provision_state(
+    http: &reqwest::Client,
+    url: &str,
+    uuid: &str,
+    state: &str,
+    sushy: &Sushy,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let node: Value = http
+            .get(format!("{url}/v1/nodes/{uuid}"))
+            .header("X-OpenStack-Ironic-API-Version", "1.110")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if node["provision_state"] == state && node["reservation"].is_null() {
+            return node;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node never reached {state:?}: {node:#}\nemulator log:\n{}",
+            sushy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The conductor boots a `redfish-virtual-media` node: the emulator fetches the deploy
+/// ISO from the conductor's image URL and reports it inserted, with a one-time CD boot;
+/// when cleaning is aborted the node is powered off and the ISO ejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conductor_boots_the_deploy_iso_over_virtual_media() {
+    let Some((sushy, bmc)) = one_system("conductor_boots_the_deploy_iso_over_virtual_media") else {
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let image_dir = data.path().join("images");
+    std::fs::create_dir_all(&image_dir).unwrap();
+    std::fs::write(image_dir.join("deploy.iso"), vec![0x17u8; 256 * 1024]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}");
+    let mut config = ConductorConfig {
+        data_dir: data.path().to_owned(),
+        listen: addr,
+        image_dir: Some(image_dir),
+        ..ConductorConfig::default()
+    };
+    config.conductor.name = "vmedia-conductor".into();
+    let mut drivers = DriverRegistry::new();
+    drivers.register(Arc::new(RedfishDriver::with_options(options())));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        ferric_conductor::service::run_on(config, listener, drivers, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+
+    let http = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: String, body: Value| {
+        http.request(method, format!("{url}{path}"))
+            .header("X-OpenStack-Ironic-API-Version", "1.110")
+            .json(&body)
+            .send()
+    };
+    let mut driver_info = info(&sushy.address(), json!({"deploy_iso": "deploy.iso"}));
+    driver_info.insert("redfish_auth_type".into(), json!("basic"));
+    let reply = api(
+        reqwest::Method::POST,
+        "/v1/nodes".into(),
+        json!({"driver": "redfish", "boot_interface": "redfish-virtual-media",
+               "driver_info": driver_info,
+               "properties": {"capabilities": "boot_mode:bios"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status().as_u16(), 201);
+    let node: Value = reply.json().await.unwrap();
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let provision = |target: &'static str| {
+        api(
+            reqwest::Method::PUT,
+            format!("/v1/nodes/{uuid}/states/provision"),
+            json!({"target": target}),
+        )
+    };
+    assert_eq!(provision("manage").await.unwrap().status().as_u16(), 202);
+    wait_provision_state(&http, &url, &uuid, "manageable", &sushy).await;
+    assert_eq!(provision("provide").await.unwrap().status().as_u16(), 202);
+    let node = wait_provision_state(&http, &url, &uuid, "clean wait", &sushy).await;
+    assert_eq!(node["power_state"], json!("power on"), "{node:#}");
+    assert_eq!(node["driver_internal_info"]["boot_device"], json!("cdrom"));
+
+    let media = bmc.virtual_media().await.unwrap();
+    assert!(media.inserted, "{media:?}");
+    assert_eq!(media.image.as_deref(), Some(format!("{url}/images/deploy.iso").as_str()));
+    let boot = bmc.boot_override().await.unwrap();
+    assert_eq!(boot.target.as_deref(), Some("Cd"));
+    // The node's capability, not the emulator's UEFI default.
+    assert_eq!(boot.mode.as_deref(), Some("Legacy"));
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::On);
+
+    assert_eq!(provision("abort").await.unwrap().status().as_u16(), 202);
+    wait_provision_state(&http, &url, &uuid, "clean failed", &sushy).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bmc.virtual_media().await.unwrap().inserted
+        || bmc.power_state().await.unwrap() != PowerState::Off
+    {
+        assert!(Instant::now() < deadline, "not off and ejected:\n{}", sushy.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.send(()).unwrap();
+    service.await.unwrap();
 }

@@ -5,6 +5,8 @@ use ferric_shared::image_info::{is_checksum_url, ImageInfo, ImageInfoError};
 use ferric_shared::steps::NodeStep;
 use serde_json::{json, Map, Value};
 
+use crate::bmc::BootMode;
+
 /// Conductor-wide settings that shape every `image_info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfoConfig {
@@ -102,6 +104,44 @@ fn capability(info: Fields, key: &str) -> Option<String> {
     }
 }
 
+/// A boot mode a node names that is neither `uefi` nor `bios`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} names boot mode {value:?}, which is neither \"uefi\" nor \"bios\"")]
+pub struct UnknownBootMode {
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// The boot mode a node names, and where: `instance_info.deploy_boot_mode`, else the
+/// `boot_mode` capability of `instance_info`, else that of `properties`.
+fn named_boot_mode(instance_info: Fields, properties: Fields) -> Option<(&'static str, String)> {
+    let deploy = instance_info
+        .get("deploy_boot_mode")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned);
+    deploy
+        .map(|m| ("instance_info/deploy_boot_mode", m))
+        .or_else(|| {
+            capability(instance_info, "boot_mode").map(|m| ("instance_info/capabilities", m))
+        })
+        .or_else(|| capability(properties, "boot_mode").map(|m| ("properties/capabilities", m)))
+}
+
+/// The boot mode a node is deployed and booted in: `instance_info.deploy_boot_mode`, else
+/// the `boot_mode` capability of `instance_info`, else that of `properties`, else
+/// `default` (the conductor's `[deploy] default_boot_mode`).
+pub fn node_boot_mode(
+    instance_info: &Map<String, Value>,
+    properties: &Map<String, Value>,
+    default: BootMode,
+) -> Result<BootMode, UnknownBootMode> {
+    match named_boot_mode(instance_info, properties) {
+        None => Ok(default),
+        Some((field, value)) => BootMode::from_name(&value).ok_or(UnknownBootMode { field, value }),
+    }
+}
+
 /// Builds the `image_info` for `write_image` from `instance_info`:
 ///
 /// | image_info | from |
@@ -173,9 +213,11 @@ pub fn build_image_info(
         image.ephemeral_format = text(info, "ephemeral_format")?;
         image.preserve_ephemeral = Some(flag(info, "preserve_ephemeral")?.unwrap_or(false));
         image.image_type = Some("partition".to_owned());
+        // A non-string deploy_boot_mode is refused by name.
+        text(info, "deploy_boot_mode")?;
         image.deploy_boot_mode = Some(
-            text(info, "deploy_boot_mode")?
-                .or_else(|| capability(info, "boot_mode"))
+            named_boot_mode(info, &Map::new())
+                .map(|(_, mode)| mode)
                 .unwrap_or_else(|| config.default_boot_mode.clone()),
         );
         image.boot_option = Some("local".to_owned());
@@ -289,6 +331,51 @@ mod tests {
             let built = build_image_info(&map(instance_info), "n-1", &ImageInfoConfig::default())
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!(serde_json::to_value(&built).unwrap(), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn boot_mode_comes_from_instance_info_then_capabilities_then_the_default() {
+        let caps = |m: &str| json!({"capabilities": format!("disk_label:gpt,boot_mode:{m}")});
+        // (instance_info, properties, default, expected)
+        let table = [
+            (json!({}), json!({}), BootMode::Uefi, Ok(BootMode::Uefi)),
+            (json!({}), json!({}), BootMode::Bios, Ok(BootMode::Bios)),
+            (json!({"deploy_boot_mode": "bios"}), caps("uefi"), BootMode::Uefi, Ok(BootMode::Bios)),
+            (json!({"deploy_boot_mode": "UEFI"}), json!({}), BootMode::Bios, Ok(BootMode::Uefi)),
+            (json!({"deploy_boot_mode": ""}), caps("bios"), BootMode::Uefi, Ok(BootMode::Bios)),
+            (caps("bios"), caps("uefi"), BootMode::Uefi, Ok(BootMode::Bios)),
+            (json!({}), caps("bios"), BootMode::Uefi, Ok(BootMode::Bios)),
+            (
+                json!({}),
+                json!({"capabilities": {"boot_mode": "bios"}}),
+                BootMode::Uefi,
+                Ok(BootMode::Bios),
+            ),
+            (
+                json!({}),
+                json!({"capabilities": "{\"boot_mode\": \"uefi\"}"}),
+                BootMode::Bios,
+                Ok(BootMode::Uefi),
+            ),
+            (
+                json!({"deploy_boot_mode": "legacy"}),
+                json!({}),
+                BootMode::Uefi,
+                Err("instance_info/deploy_boot_mode names boot mode \"legacy\""),
+            ),
+            (json!({}), caps("efi"), BootMode::Uefi, Err("properties/capabilities")),
+        ];
+        for (instance_info, properties, default, want) in table {
+            let got =
+                node_boot_mode(&map(instance_info.clone()), &map(properties.clone()), default);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{instance_info} {properties}"),
+                (Err(err), Err(fragment)) => {
+                    assert!(err.to_string().contains(fragment), "{err}")
+                }
+                (got, want) => panic!("{instance_info} {properties}: {got:?}, want {want:?}"),
+            }
         }
     }
 

@@ -21,7 +21,9 @@ use super::error::ApiError;
 use super::version::RequestVersion;
 use super::view;
 use super::{ApiState, ConductorTask};
-use crate::bmc::{Bmc, BmcError, BootDevice, DriverInfoError};
+use crate::agent_client::image::node_boot_mode;
+use crate::bmc::{Bmc, BmcError, BootDevice, BootMode, DriverInfoError};
+use crate::boot::BootInterface;
 use crate::orchestrate::clean;
 use crate::store::{LastError, Node, Transition, UpdateError};
 
@@ -209,6 +211,14 @@ pub async fn provision(
         )));
     }
     not_locked(&node)?;
+    if boots_ramdisk(verb) {
+        if let Err(reason) = check_ramdisk_boot(&state, &node) {
+            return Err(ApiError::Invalid(format!(
+                "Failed to validate boot info for node {}. Error: {reason}",
+                node.uuid
+            )));
+        }
+    }
     let cleaning = matches!(current, ProvisionState::CleanWait | ProvisionState::CleanHold);
     if verb == ProvisionVerb::Abort
         && cleaning
@@ -411,10 +421,11 @@ pub async fn set_boot_device(
     })?;
     let node = state.store.get_node(&ident).await?;
     not_locked(&node)?;
+    let mode = boot_mode(&state, &node).map_err(ApiError::Invalid)?;
     let bmc = connect(&state, &node)?;
-    bmc.set_boot_device(device, req.persistent).await.map_err(bmc_error)?;
+    bmc.set_boot_device(device, req.persistent, Some(mode)).await.map_err(bmc_error)?;
     tracing::info!(node = %node.uuid, device = device.as_str(), persistent = req.persistent,
-        "boot device set");
+        mode = mode.as_str(), "boot device set");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -435,8 +446,44 @@ pub async fn validate(
     Ok(Json(validate_node(&state, &node)))
 }
 
+/// Verbs that boot the deploy ramdisk, and so need a usable boot interface.
+fn boots_ramdisk(verb: ProvisionVerb) -> bool {
+    use ProvisionVerb as V;
+    matches!(verb, V::Provide | V::Clean | V::Active | V::Deploy | V::Rebuild)
+}
+
+/// The node's boot mode (`instance_info`, capabilities, else the configured default).
+fn boot_mode(state: &ApiState, node: &Node) -> Result<BootMode, String> {
+    let default = state.config.deploy.default_boot_mode();
+    node_boot_mode(&node.instance_info, &node.properties, default).map_err(|e| e.to_string())
+}
+
+/// What stops the node's boot interface from booting the ramdisk for sure, before any
+/// BMC is asked: an unknown interface or boot mode, or virtual media the driver cannot do
+/// or without an ISO. (A missing iPXE kernel or ramdisk only shows when the node boots,
+/// as a script that says so; validation reports it.)
+fn check_ramdisk_boot(state: &ApiState, node: &Node) -> Result<BootInterface, String> {
+    let interface =
+        BootInterface::of_node(node.boot_interface.as_deref()).map_err(|e| e.to_string())?;
+    boot_mode(state, node)?;
+    if interface == BootInterface::RedfishVirtualMedia {
+        let supported = state.drivers.get(&node.driver).is_some_and(|d| d.supports_virtual_media());
+        crate::boot::virtual_media_iso(
+            &node.driver,
+            supported,
+            &node.driver_info,
+            state.config.deploy.deploy_iso.as_deref(),
+            &state.config.public_url(),
+            &state.config.image_dir(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(interface)
+}
+
 /// Per-interface validation, without touching the BMC: the driver checks `driver_info`
-/// (power, management), the boot interface needs a deploy kernel and ramdisk, the deploy
+/// (power, management), the boot interface needs a deploy kernel and ramdisk (iPXE) or a
+/// deploy ISO and a driver that does virtual media (`redfish-virtual-media`), the deploy
 /// interface an image; interfaces Ferric does not implement are "not supported".
 fn validate_node(state: &ApiState, node: &Node) -> ValidateResult {
     let driver_check = match state.drivers.get(&node.driver) {
@@ -457,14 +504,17 @@ fn validate_node(state: &ApiState, node: &Node) -> ValidateResult {
     if !has("deploy_ramdisk", &state.config.deploy.deploy_ramdisk) {
         missing_boot.push("driver_info.deploy_ramdisk");
     }
-    let boot = if missing_boot.is_empty() {
-        InterfaceValidation::ok()
-    } else {
-        InterfaceValidation::failed(format!(
+    let boot = match check_ramdisk_boot(state, node) {
+        Err(reason) => InterfaceValidation::failed(reason),
+        Ok(BootInterface::RedfishVirtualMedia | BootInterface::Fake) => InterfaceValidation::ok(),
+        Ok(BootInterface::Ipxe | BootInterface::Pxe) if missing_boot.is_empty() => {
+            InterfaceValidation::ok()
+        }
+        Ok(BootInterface::Ipxe | BootInterface::Pxe) => InterfaceValidation::failed(format!(
             "Some parameters were missing in node's driver_info and no default is configured. \
              Missing are: {}",
             missing_boot.join(", ")
-        ))
+        )),
     };
     let has_image = node
         .instance_info

@@ -522,6 +522,7 @@ pub async fn create(
     node.retired_reason = body.retired_reason;
     node.instance_uuid = body.instance_uuid;
     node.bios_interface = body.bios_interface;
+    check_boot_interface(body.boot_interface.as_deref())?;
     node.boot_interface = body.boot_interface;
     node.console_interface = body.console_interface;
     node.deploy_interface = body.deploy_interface;
@@ -639,6 +640,13 @@ fn object(doc: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, Api
     }
 }
 
+/// Refuses a `boot_interface` Ferric does not implement (null means the default).
+fn check_boot_interface(name: Option<&str>) -> Result<(), ApiError> {
+    crate::boot::BootInterface::of_node(name)
+        .map(|_| ())
+        .map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
 /// Copies the patchable fields of `doc` into `node`, checking each value and the rules
 /// that tie fields together.
 fn apply_patched(
@@ -704,6 +712,7 @@ fn apply_patched(
     node.retired_reason = retired_reason;
     node.bios_interface = opt_string(doc, "bios_interface")?;
     node.boot_interface = opt_string(doc, "boot_interface")?;
+    check_boot_interface(node.boot_interface.as_deref())?;
     node.console_interface = opt_string(doc, "console_interface")?;
     node.deploy_interface = opt_string(doc, "deploy_interface")?;
     node.firmware_interface = opt_string(doc, "firmware_interface")?;

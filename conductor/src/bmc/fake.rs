@@ -18,8 +18,9 @@
 //! | `fake_fail` | `op=kind[,op=kind…]` | every call of `op` fails with `kind` |
 //!
 //! `op` is one of `power_state`, `set_power`, `boot_device`, `set_boot_device`,
-//! `clean_step` (the out-of-band clean steps, which it runs like a BMC would) or `*`
-//! (all of them); `kind` is one of `unreachable`, `auth_failed`, `unsupported`,
+//! `boot_from_virtual_media`, `eject_virtual_media`, `clean_step` (the out-of-band clean
+//! steps, which it runs like a BMC would) or `*` (all of them); `kind` is one of
+//! `unreachable`, `auth_failed`, `unsupported`,
 //! `timeout`, `protocol` — one per [`BmcError`] variant. Tests inject bounded failures
 //! with [`FakeDriver::inject`] instead.
 //!
@@ -28,7 +29,14 @@
 //! A persistent boot device stays; a one-time device applies to the next power on only,
 //! after which the BMC reports the persistent device again. [`FakeNodeState::booted_from`]
 //! records what the last power on booted, so a hook can tell a PXE boot (start the
-//! ramdisk) from a disk boot.
+//! ramdisk) from a disk boot. The boot mode given with the last boot device change is
+//! kept in [`FakeNodeState::boot_mode`].
+//!
+//! # Virtual media
+//!
+//! The fake has a virtual CD/DVD: [`Bmc::boot_from_virtual_media`] records the ISO's URL
+//! in [`FakeNodeState::virtual_media`] and sets a one-time `cdrom` boot, as a Redfish BMC
+//! does; [`Bmc::eject_virtual_media`] empties it.
 //!
 //! # Power hook
 //!
@@ -46,7 +54,8 @@ use serde_json::{Map, Value};
 
 use super::oob_steps::OobStep;
 use super::{
-    Bmc, BmcError, BootDevice, BootDeviceSetting, Driver, DriverInfoError, PowerAction, PowerState,
+    Bmc, BmcError, BootDevice, BootDeviceSetting, BootMode, Driver, DriverInfoError, PowerAction,
+    PowerState,
 };
 
 /// The name nodes use in their `driver` field.
@@ -83,13 +92,22 @@ pub enum Op {
     SetPower,
     BootDevice,
     SetBootDevice,
+    BootFromVirtualMedia,
+    EjectVirtualMedia,
     /// An out-of-band clean step.
     CleanStep,
 }
 
 impl Op {
-    pub const ALL: [Op; 5] =
-        [Op::PowerState, Op::SetPower, Op::BootDevice, Op::SetBootDevice, Op::CleanStep];
+    pub const ALL: [Op; 7] = [
+        Op::PowerState,
+        Op::SetPower,
+        Op::BootDevice,
+        Op::SetBootDevice,
+        Op::BootFromVirtualMedia,
+        Op::EjectVirtualMedia,
+        Op::CleanStep,
+    ];
 
     /// The name used in `fake_fail`.
     pub fn as_str(self) -> &'static str {
@@ -98,6 +116,8 @@ impl Op {
             Op::SetPower => "set_power",
             Op::BootDevice => "boot_device",
             Op::SetBootDevice => "set_boot_device",
+            Op::BootFromVirtualMedia => "boot_from_virtual_media",
+            Op::EjectVirtualMedia => "eject_virtual_media",
             Op::CleanStep => "clean_step",
         }
     }
@@ -173,6 +193,10 @@ pub struct FakeNodeState {
     pub next_boot: Option<BootDevice>,
     /// What the last power on booted from (`None` before the first power on).
     pub booted_from: Option<BootDevice>,
+    /// The boot mode given with the last boot device change that named one.
+    pub boot_mode: Option<BootMode>,
+    /// The URL of the ISO in the virtual CD/DVD, if one is inserted.
+    pub virtual_media: Option<String>,
     /// Calls of each operation, failed ones included.
     pub calls: BTreeMap<Op, u64>,
     /// Times the BIOS was reset to its defaults (out-of-band clean step).
@@ -188,6 +212,8 @@ impl FakeNodeState {
             persistent_device: BootDevice::Disk,
             next_boot: None,
             booted_from: None,
+            boot_mode: None,
+            virtual_media: None,
             calls: BTreeMap::new(),
             bios_resets: 0,
             secure_boot: None,
@@ -467,6 +493,10 @@ impl Driver for FakeDriver {
         parse_settings(driver_info).map(|_| ())
     }
 
+    fn supports_virtual_media(&self) -> bool {
+        true
+    }
+
     fn connect(
         &self,
         node_uuid: &str,
@@ -633,7 +663,12 @@ impl Bmc for FakeBmc {
         }))
     }
 
-    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError> {
+    async fn set_boot_device(
+        &self,
+        device: BootDevice,
+        persistent: bool,
+        mode: Option<BootMode>,
+    ) -> Result<(), BmcError> {
         self.begin(Op::SetBootDevice, Duration::ZERO)?;
         self.inner.with_node(&self.node, |sim| {
             if persistent {
@@ -642,7 +677,32 @@ impl Bmc for FakeBmc {
             } else {
                 sim.state.next_boot = Some(device);
             }
+            if mode.is_some() {
+                sim.state.boot_mode = mode;
+            }
         });
+        Ok(())
+    }
+
+    async fn boot_from_virtual_media(
+        &self,
+        url: &str,
+        mode: Option<BootMode>,
+    ) -> Result<(), BmcError> {
+        self.begin(Op::BootFromVirtualMedia, Duration::ZERO)?;
+        self.inner.with_node(&self.node, |sim| {
+            sim.state.virtual_media = Some(url.to_owned());
+            sim.state.next_boot = Some(BootDevice::Cdrom);
+            if mode.is_some() {
+                sim.state.boot_mode = mode;
+            }
+        });
+        Ok(())
+    }
+
+    async fn eject_virtual_media(&self) -> Result<(), BmcError> {
+        self.begin(Op::EjectVirtualMedia, Duration::ZERO)?;
+        self.inner.with_node(&self.node, |sim| sim.state.virtual_media = None);
         Ok(())
     }
 

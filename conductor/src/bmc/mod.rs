@@ -67,6 +67,32 @@ impl BootDevice {
     }
 }
 
+/// The firmware mode a node boots in, with Ironic's names (`uefi`, `bios`). Passed with
+/// boot device changes so that the BMC boots the device in the right mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BootMode {
+    Uefi,
+    Bios,
+}
+
+impl BootMode {
+    pub const ALL: [BootMode; 2] = [BootMode::Uefi, BootMode::Bios];
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::Uefi => "uefi",
+            BootMode::Bios => "bios",
+        }
+    }
+
+    /// Parses a name as Ironic accepts it (any case, surrounding blanks ignored).
+    pub fn from_name(name: &str) -> Option<BootMode> {
+        let name = name.trim();
+        BootMode::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
 /// The boot device a BMC reports. `persistent` is `None` when the BMC cannot tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootDeviceSetting {
@@ -129,7 +155,28 @@ pub trait Bmc: Send + Sync + Debug {
         timeout: Option<Duration>,
     ) -> Result<(), BmcError>;
     async fn boot_device(&self) -> Result<BootDeviceSetting, BmcError>;
-    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError>;
+    /// Sets the boot device for the next boot or, with `persistent`, for every boot. With
+    /// a `mode`, the device boots in that firmware mode; `None` leaves the mode as it is.
+    async fn set_boot_device(
+        &self,
+        device: BootDevice,
+        persistent: bool,
+        mode: Option<BootMode>,
+    ) -> Result<(), BmcError>;
+    /// Inserts the ISO at `url` as the virtual CD/DVD and makes the next boot (only) boot
+    /// from it, in `mode` when given (as [`Bmc::set_boot_device`]).
+    async fn boot_from_virtual_media(
+        &self,
+        url: &str,
+        mode: Option<BootMode>,
+    ) -> Result<(), BmcError> {
+        let _ = (url, mode);
+        Err(BmcError::Unsupported { what: "virtual media".to_owned() })
+    }
+    /// Empties the virtual CD/DVD; nothing to do when it is empty.
+    async fn eject_virtual_media(&self) -> Result<(), BmcError> {
+        Err(BmcError::Unsupported { what: "virtual media".to_owned() })
+    }
     /// Runs an out-of-band clean step; only drivers that list it in
     /// [`Driver::clean_steps`] can.
     async fn run_oob_step(&self, step: oob_steps::OobStep) -> Result<(), BmcError> {
@@ -138,6 +185,7 @@ pub trait Bmc: Send + Sync + Debug {
 }
 
 /// A hardware type: validates `driver_info` and connects to a node's BMC.
+#[async_trait::async_trait]
 pub trait Driver: Send + Sync + Debug {
     /// The name nodes use in their `driver` field (e.g. `fake-hardware`).
     fn name(&self) -> &'static str;
@@ -153,6 +201,14 @@ pub trait Driver: Send + Sync + Debug {
     fn clean_steps(&self) -> Vec<ferric_shared::steps::Step> {
         Vec::new()
     }
+    /// Whether its BMCs can boot an ISO over virtual media (the `redfish-virtual-media`
+    /// boot interface).
+    fn supports_virtual_media(&self) -> bool {
+        false
+    }
+    /// Ends every open BMC session (at conductor shutdown), so that BMCs with few session
+    /// slots do not wait for them to time out.
+    async fn close_all(&self) {}
 }
 
 /// The drivers this conductor offers, by name.
@@ -176,5 +232,13 @@ impl DriverRegistry {
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.drivers.keys().copied()
+    }
+
+    /// Closes every driver's BMC sessions, one driver after the other.
+    pub async fn close_all(&self) {
+        for (name, driver) in &self.drivers {
+            tracing::debug!(driver = name, "closing BMC sessions");
+            driver.close_all().await;
+        }
     }
 }

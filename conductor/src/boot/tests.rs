@@ -391,3 +391,76 @@ async fn router_with_fn_source_and_refused_node() {
     assert!(body.contains("kernel_append_params contains ___, which"), "{body}");
     assert!(!body.contains("a|b"), "{body}");
 }
+
+#[test]
+fn boot_interfaces_have_ironics_names_and_ipxe_is_the_default() {
+    let table = [
+        (None, Ok(BootInterface::Ipxe)),
+        (Some(""), Ok(BootInterface::Ipxe)),
+        (Some("ipxe"), Ok(BootInterface::Ipxe)),
+        (Some("pxe"), Ok(BootInterface::Pxe)),
+        (Some("redfish-virtual-media"), Ok(BootInterface::RedfishVirtualMedia)),
+        (Some("fake"), Ok(BootInterface::Fake)),
+        (Some("redfish_virtual_media"), Err(())),
+        (Some("IPXE"), Err(())),
+    ];
+    for (name, want) in table {
+        let got = BootInterface::of_node(name);
+        assert_eq!(got.clone().map_err(|_| ()), want, "{name:?}");
+        if let Ok(interface) = got {
+            if name.is_some_and(|n| !n.is_empty()) {
+                assert_eq!(Some(interface.as_str()), name);
+            }
+        }
+    }
+    let err = BootInterface::of_node(Some("http")).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "Could not find the following interface in the 'ironic.hardware.interfaces.boot' \
+         entrypoint: http. Valid interfaces are ['fake', 'ipxe', 'pxe', \
+         'redfish-virtual-media']."
+    );
+}
+
+#[test]
+fn deploy_iso_is_a_url_or_a_served_file_and_every_problem_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deploy.iso"), b"iso").unwrap();
+    std::fs::create_dir(dir.path().join("folder")).unwrap();
+    let base = "http://192.0.2.1:6385/";
+    let iso = |info: Value, default: Option<&str>| {
+        let info = info.as_object().unwrap().clone();
+        virtual_media_iso("redfish", true, &info, default, base, dir.path())
+    };
+    let ok = [
+        (json!({"deploy_iso": "deploy.iso"}), None, "http://192.0.2.1:6385/images/deploy.iso"),
+        (json!({}), Some("deploy.iso"), "http://192.0.2.1:6385/images/deploy.iso"),
+        (json!({"deploy_iso": "https://m/x.iso"}), Some("deploy.iso"), "https://m/x.iso"),
+        (json!({"deploy_iso": "http://m/y.iso"}), None, "http://m/y.iso"),
+    ];
+    for (info, default, want) in ok {
+        assert_eq!(iso(info.clone(), default).unwrap(), want, "{info} {default:?}");
+    }
+    let bad = [
+        (json!({}), None, "Missing 'deploy_iso' parameter in node's driver_info"),
+        (json!({"deploy_iso": null}), None, "Missing 'deploy_iso'"),
+        (json!({"deploy_iso": 7}), None, "deploy_iso must be a string"),
+        (json!({"deploy_iso": "ftp://m/x.iso"}), None, "only http:// and https://"),
+        (json!({"deploy_iso": "../x.iso"}), None, "names no valid image file"),
+        (json!({"deploy_iso": "absent.iso"}), None, "\"absent.iso\" does not exist"),
+        (json!({}), Some("folder"), "\"folder\" does not exist"),
+        (json!({"deploy_iso": "http://m/a b.iso"}), None, "a space"),
+    ];
+    for (info, default, fragment) in bad {
+        let err = iso(info.clone(), default).unwrap_err();
+        let text = crate::error_chain(&err);
+        assert!(text.contains(fragment), "{info} {default:?}: {text}");
+    }
+    let info = json!({"deploy_iso": "deploy.iso"}).as_object().unwrap().clone();
+    let err = virtual_media_iso("ipmi", false, &info, None, base, dir.path()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "boot interface implementation 'redfish-virtual-media' is not supported by hardware \
+         type ipmi."
+    );
+}

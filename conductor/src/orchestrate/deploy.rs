@@ -134,7 +134,7 @@ impl Orchestrator {
         {
             instance_info.insert("image_url".into(), Value::String(url));
         }
-        build_image_info(&instance_info, &node.uuid.to_string(), &self.image_info_config())?;
+        build_image_info(&instance_info, &node.uuid.to_string(), &self.image_info_config(node)?)?;
         if instance_info != node.instance_info {
             let saved = self
                 .store
@@ -231,7 +231,7 @@ impl Orchestrator {
             let image_info = build_image_info(
                 &node.instance_info,
                 &node.uuid.to_string(),
-                &self.image_info_config(),
+                &self.image_info_config(node)?,
             )?;
             let mut step = write_image_step(&image_info)
                 .map_err(|source| TaskError::Encode { what: "the write_image step", source })?;
@@ -313,6 +313,7 @@ impl Orchestrator {
         self.set_boot_device(node, BootDevice::Disk, true).await?;
         self.tear_down_agent(node, agent).await?;
         let bmc = self.bmc_for(node)?;
+        self.eject_deploy_media(node, bmc.as_ref()).await;
         bmc.set_power(PowerAction::On, None).await?;
         self.record_power(uuid, bmc.power_state().await?).await?;
         let moved = self

@@ -1,7 +1,7 @@
 //! Reboots asked for by a step (`reboot_requested: true`), as Ironic's `_post_step_reboot`.
 //!
 //! When such a step has finished, the conductor boots the node into the ramdisk again
-//! (one-time PXE, reboot through the BMC) and keeps it in its wait state with the finished
+//! (one-time PXE or the deploy ISO, as its boot interface does it; reboot through the BMC) and keeps it in its wait state with the finished
 //! step as current step. It marks `cleaning_reboot` / `deployment_reboot` in
 //! `driver_internal_info` and forgets the old agent's URL, token and certificate, so
 //! that the rebooted agent looks up again and is issued a new token. The first heartbeat
@@ -13,7 +13,7 @@ use ferric_shared::steps::{NodeStep, StepKind};
 use serde_json::Value;
 
 use super::worker::{Orchestrator, TaskError};
-use crate::bmc::{self, BootDevice, PowerAction};
+use crate::bmc::{self, PowerAction};
 use crate::store::{JsonMap, Node};
 
 /// Set while a node reboots after a clean step that asked for it.
@@ -82,10 +82,7 @@ impl Orchestrator {
         set.insert(reboot_flag(kind).into(), Value::Bool(true));
         self.store.update_driver_internal_info(node.uuid, set, &AGENT_SESSION_KEYS).await?;
         let bmc = self.bmc_for(node)?;
-        bmc.set_boot_device(BootDevice::Pxe, false).await?;
-        let mut set = JsonMap::new();
-        set.insert("boot_device".into(), Value::String(BootDevice::Pxe.as_str().to_owned()));
-        self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
+        self.prepare_ramdisk_boot(node, bmc.as_ref()).await?;
         let action = match bmc.power_state().await? {
             bmc::PowerState::On => PowerAction::Reboot,
             bmc::PowerState::Off => PowerAction::On,

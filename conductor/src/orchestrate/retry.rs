@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bmc::oob_steps::OobStep;
-use crate::bmc::{Bmc, BmcError, BootDevice, BootDeviceSetting, PowerAction, PowerState};
+use crate::bmc::{Bmc, BmcError, BootDevice, BootDeviceSetting, BootMode, PowerAction, PowerState};
 
 /// How often and how far apart transient failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +116,32 @@ impl Bmc for RetryingBmc {
         self.retry("boot device", BmcError::is_transient, || self.inner.boot_device()).await
     }
 
-    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError> {
+    async fn set_boot_device(
+        &self,
+        device: BootDevice,
+        persistent: bool,
+        mode: Option<BootMode>,
+    ) -> Result<(), BmcError> {
         self.retry("set boot device", BmcError::is_transient, || {
-            self.inner.set_boot_device(device, persistent)
+            self.inner.set_boot_device(device, persistent, mode)
+        })
+        .await
+    }
+
+    async fn boot_from_virtual_media(
+        &self,
+        url: &str,
+        mode: Option<BootMode>,
+    ) -> Result<(), BmcError> {
+        self.retry("boot from virtual media", BmcError::is_transient, || {
+            self.inner.boot_from_virtual_media(url, mode)
+        })
+        .await
+    }
+
+    async fn eject_virtual_media(&self) -> Result<(), BmcError> {
+        self.retry("eject virtual media", BmcError::is_transient, || {
+            self.inner.eject_virtual_media()
         })
         .await
     }
@@ -157,9 +180,21 @@ mod tests {
             bmc.set_power(PowerAction::On, None).await.unwrap();
             assert_eq!(calls(&fake, Op::SetPower), 3, "{kind:?}");
             assert_eq!(fake.node(NODE).unwrap().power, PowerState::On);
-            bmc.set_boot_device(BootDevice::Pxe, true).await.unwrap();
+            bmc.set_boot_device(BootDevice::Pxe, true, Some(BootMode::Bios)).await.unwrap();
             assert_eq!(calls(&fake, Op::SetBootDevice), 4, "{kind:?}");
             assert_eq!(fake.node(NODE).unwrap().persistent_device, BootDevice::Pxe);
+            assert_eq!(fake.node(NODE).unwrap().boot_mode, Some(BootMode::Bios));
+            fake.inject(NODE, Op::BootFromVirtualMedia, kind, 2);
+            fake.inject(NODE, Op::EjectVirtualMedia, kind, 1);
+            bmc.boot_from_virtual_media("http://192.0.2.1/d.iso", None).await.unwrap();
+            assert_eq!(calls(&fake, Op::BootFromVirtualMedia), 3, "{kind:?}");
+            assert_eq!(
+                fake.node(NODE).unwrap().virtual_media.as_deref(),
+                Some("http://192.0.2.1/d.iso")
+            );
+            bmc.eject_virtual_media().await.unwrap();
+            assert_eq!(calls(&fake, Op::EjectVirtualMedia), 2, "{kind:?}");
+            assert_eq!(fake.node(NODE).unwrap().virtual_media, None);
         }
     }
 
@@ -186,9 +221,12 @@ mod tests {
             fake.inject(NODE, Op::SetBootDevice, kind, 1);
             let bmc = bmc(&fake, 5);
             assert!(bmc.set_power(PowerAction::Off, None).await.is_err());
-            assert!(bmc.set_boot_device(BootDevice::Disk, false).await.is_err());
+            assert!(bmc.set_boot_device(BootDevice::Disk, false, None).await.is_err());
             assert_eq!(calls(&fake, Op::SetPower), 1, "{kind:?}");
             assert_eq!(calls(&fake, Op::SetBootDevice), 1, "{kind:?}");
+            fake.inject(NODE, Op::BootFromVirtualMedia, kind, 1);
+            assert!(bmc.boot_from_virtual_media("http://x/d.iso", None).await.is_err());
+            assert_eq!(calls(&fake, Op::BootFromVirtualMedia), 1, "{kind:?}");
         }
     }
 

@@ -13,11 +13,15 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::agent_client::image::{node_boot_mode, UnknownBootMode};
 use crate::agent_client::{
     AgentClient, AgentClientConfig, AgentClientError, ImageInfoBuildError, ImageInfoConfig,
 };
 use crate::api::ConductorTask;
-use crate::bmc::{self, Bmc, BmcError, BootDevice, DriverInfoError, DriverRegistry, PowerAction};
+use crate::bmc::{
+    self, Bmc, BmcError, BootDevice, BootMode, DriverInfoError, DriverRegistry, PowerAction,
+};
+use crate::boot::{BootInterface, UnknownBootInterface, VirtualMediaError};
 use crate::config::ConductorConfig;
 use crate::configdrive::ConfigDriveError;
 use crate::images::ImageNameError;
@@ -70,6 +74,12 @@ pub enum TaskError {
     ConfigDriveTask(#[source] tokio::task::JoinError),
     #[error("the agent offers no deploy.write_image step")]
     NoWriteImage,
+    #[error(transparent)]
+    BootMode(#[from] UnknownBootMode),
+    #[error(transparent)]
+    BootInterface(#[from] UnknownBootInterface),
+    #[error(transparent)]
+    VirtualMedia(#[from] VirtualMediaError),
     #[error("driver_internal_info {key} is unusable: {reason}")]
     InternalInfo { key: &'static str, reason: String },
     #[error("the node's {field} is unusable")]
@@ -227,33 +237,104 @@ impl Orchestrator {
         Ok((node_value, ports))
     }
 
-    pub(crate) fn image_info_config(&self) -> ImageInfoConfig {
-        ImageInfoConfig::default()
+    /// The `image_info` settings for `node`: its boot mode stands in for the default, so
+    /// that a partition image is written for the mode the BMC boots it in.
+    pub(crate) fn image_info_config(&self, node: &Node) -> Result<ImageInfoConfig, TaskError> {
+        Ok(ImageInfoConfig {
+            default_boot_mode: self.boot_mode(node)?.as_str().to_owned(),
+            ..ImageInfoConfig::default()
+        })
     }
 
-    /// Sets the boot device and remembers it where the boot scripts look.
+    /// The node's boot mode: `instance_info.deploy_boot_mode`, else its `boot_mode`
+    /// capability, else `[deploy] default_boot_mode`.
+    pub(crate) fn boot_mode(&self, node: &Node) -> Result<BootMode, TaskError> {
+        let default = self.config.deploy.default_boot_mode();
+        Ok(node_boot_mode(&node.instance_info, &node.properties, default)?)
+    }
+
+    /// Sets the boot device (in the node's boot mode) and remembers it where the boot
+    /// scripts look.
     pub(crate) async fn set_boot_device(
         &self,
         node: &Node,
         device: BootDevice,
         persistent: bool,
     ) -> Result<(), TaskError> {
-        self.bmc_for(node)?.set_boot_device(device, persistent).await?;
+        let mode = self.boot_mode(node)?;
+        self.bmc_for(node)?.set_boot_device(device, persistent, Some(mode)).await?;
+        self.record_boot_device(node, device).await
+    }
+
+    async fn record_boot_device(&self, node: &Node, device: BootDevice) -> Result<(), TaskError> {
         let mut set = JsonMap::new();
         set.insert("boot_device".into(), Value::String(device.as_str().to_owned()));
         self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
         Ok(())
     }
 
+    /// The URL of the deploy ISO of a node that boots over virtual media, checked as
+    /// validation checks it.
+    pub(crate) fn deploy_iso_url(&self, node: &Node) -> Result<String, TaskError> {
+        let supported = self.drivers.get(&node.driver).is_some_and(|d| d.supports_virtual_media());
+        Ok(crate::boot::virtual_media_iso(
+            &node.driver,
+            supported,
+            &node.driver_info,
+            self.config.deploy.deploy_iso.as_deref(),
+            &self.config.public_url(),
+            &self.config.image_dir(),
+        )?)
+    }
+
+    /// Makes the next boot of the node boot the deploy ramdisk, as its boot interface
+    /// does it: one-time PXE in the node's boot mode, or the deploy ISO inserted as
+    /// virtual media with a one-time CD boot.
+    pub(crate) async fn prepare_ramdisk_boot(
+        &self,
+        node: &Node,
+        bmc: &dyn Bmc,
+    ) -> Result<(), TaskError> {
+        let mode = self.boot_mode(node)?;
+        match BootInterface::of_node(node.boot_interface.as_deref())? {
+            BootInterface::Ipxe | BootInterface::Pxe => {
+                bmc.set_boot_device(BootDevice::Pxe, false, Some(mode)).await?;
+                self.record_boot_device(node, BootDevice::Pxe).await
+            }
+            BootInterface::RedfishVirtualMedia => {
+                let url = self.deploy_iso_url(node)?;
+                tracing::info!(%url, "booting the deploy ISO over virtual media");
+                bmc.boot_from_virtual_media(&url, Some(mode)).await?;
+                self.record_boot_device(node, BootDevice::Cdrom).await
+            }
+            // As Ironic's fake boot interface: the boot device is left alone.
+            BootInterface::Fake => Ok(()),
+        }
+    }
+
+    /// Ejects the deploy ISO of a node that boots over virtual media, once the ramdisk is
+    /// no longer needed. A failure is logged: the node is usable with the ISO inserted
+    /// (its boot device says where it boots), and the next insert replaces it.
+    pub(crate) async fn eject_deploy_media(&self, node: &Node, bmc: &dyn Bmc) {
+        let interface = BootInterface::of_node(node.boot_interface.as_deref());
+        if interface != Ok(BootInterface::RedfishVirtualMedia) {
+            return;
+        }
+        match bmc.eject_virtual_media().await {
+            Ok(()) => tracing::info!("deploy ISO ejected"),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot eject the deploy ISO")
+            }
+        }
+    }
+
     /// Forgets the previous ramdisk (token, URL, certificate, cached steps), then boots the
-    /// node from the network: one-time PXE, and power on (or reboot when on).
+    /// node into the ramdisk: the boot interface's one-time boot device, and power on (or
+    /// reboot when on).
     pub(crate) async fn boot_ramdisk(&self, node: &Node) -> Result<(), TaskError> {
         self.store.update_driver_internal_info(node.uuid, JsonMap::new(), AGENT_BOOT_KEYS).await?;
         let bmc = self.bmc_for(node)?;
-        bmc.set_boot_device(BootDevice::Pxe, false).await?;
-        let mut set = JsonMap::new();
-        set.insert("boot_device".into(), Value::String(BootDevice::Pxe.as_str().to_owned()));
-        self.store.update_driver_internal_info(node.uuid, set, &[]).await?;
+        self.prepare_ramdisk_boot(node, bmc.as_ref()).await?;
         let action = match bmc.power_state().await? {
             bmc::PowerState::On => PowerAction::Reboot,
             bmc::PowerState::Off => PowerAction::On,
@@ -263,11 +344,18 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Powers the node off through the BMC and forgets its ramdisk.
+    /// Powers the node off through the BMC and forgets its ramdisk (ejecting its deploy
+    /// ISO when it booted one).
     pub(crate) async fn power_off(&self, node: &Node) -> Result<(), TaskError> {
         let bmc = self.bmc_for(node)?;
-        bmc.set_power(PowerAction::Off, None).await?;
-        self.record_power(node.uuid, bmc.power_state().await?).await?;
+        let powered_off = async {
+            bmc.set_power(PowerAction::Off, None).await?;
+            self.record_power(node.uuid, bmc.power_state().await?).await?;
+            Ok::<_, TaskError>(())
+        }
+        .await;
+        self.eject_deploy_media(node, bmc.as_ref()).await;
+        powered_off?;
         self.store.update_driver_internal_info(node.uuid, JsonMap::new(), AGENT_BOOT_KEYS).await?;
         Ok(())
     }

@@ -132,7 +132,7 @@ async fn state_persists_across_connect_and_nodes_are_separate() {
     let driver = FakeDriver::new();
     let first = connect(&driver, json!({}));
     first.set_power(PowerAction::On, None).await.unwrap();
-    first.set_boot_device(BootDevice::Pxe, true).await.unwrap();
+    first.set_boot_device(BootDevice::Pxe, true, None).await.unwrap();
     drop(first);
 
     let second = connect(&driver, json!({"fake_power_delay": 0}));
@@ -164,7 +164,7 @@ async fn boot_device_persistent_and_one_time() {
         BootDeviceSetting { device: Some(BootDevice::Disk), persistent: Some(true) }
     );
 
-    bmc.set_boot_device(BootDevice::Pxe, false).await.unwrap();
+    bmc.set_boot_device(BootDevice::Pxe, false, None).await.unwrap();
     assert_eq!(
         bmc.boot_device().await.unwrap(),
         BootDeviceSetting { device: Some(BootDevice::Pxe), persistent: Some(false) }
@@ -179,14 +179,14 @@ async fn boot_device_persistent_and_one_time() {
     bmc.set_power(PowerAction::Reboot, None).await.unwrap();
     assert_eq!(driver.node(NODE).unwrap().booted_from, Some(BootDevice::Disk));
 
-    bmc.set_boot_device(BootDevice::Cdrom, true).await.unwrap();
+    bmc.set_boot_device(BootDevice::Cdrom, true, None).await.unwrap();
     bmc.set_power(PowerAction::Reboot, None).await.unwrap();
     bmc.set_power(PowerAction::Reboot, None).await.unwrap();
     assert_eq!(driver.node(NODE).unwrap().booted_from, Some(BootDevice::Cdrom));
 
     // A persistent setting replaces a pending one-time one.
-    bmc.set_boot_device(BootDevice::Bios, false).await.unwrap();
-    bmc.set_boot_device(BootDevice::Safe, true).await.unwrap();
+    bmc.set_boot_device(BootDevice::Bios, false, None).await.unwrap();
+    bmc.set_boot_device(BootDevice::Safe, true, None).await.unwrap();
     assert_eq!(
         bmc.boot_device().await.unwrap(),
         BootDeviceSetting { device: Some(BootDevice::Safe), persistent: Some(true) }
@@ -371,7 +371,11 @@ async fn call(bmc: &dyn Bmc, op: Op) -> Result<(), BmcError> {
         Op::PowerState => bmc.power_state().await.map(|_| ()),
         Op::SetPower => bmc.set_power(PowerAction::On, None).await,
         Op::BootDevice => bmc.boot_device().await.map(|_| ()),
-        Op::SetBootDevice => bmc.set_boot_device(BootDevice::Pxe, true).await,
+        Op::SetBootDevice => bmc.set_boot_device(BootDevice::Pxe, true, None).await,
+        Op::BootFromVirtualMedia => {
+            bmc.boot_from_virtual_media("http://192.0.2.9/a.iso", None).await
+        }
+        Op::EjectVirtualMedia => bmc.eject_virtual_media().await,
         Op::CleanStep => bmc.run_oob_step(OobStep::ResetBiosToDefault).await,
     }
 }
@@ -417,6 +421,48 @@ async fn injected_failures_of_every_kind_on_every_op_then_recover() {
 }
 
 #[tokio::test]
+async fn boot_modes_are_kept_with_boot_device_changes_and_none_leaves_them() {
+    let driver = FakeDriver::new();
+    let bmc = connect(&driver, json!({}));
+    assert_eq!(driver.node(NODE).map(|n| n.boot_mode), None);
+    bmc.set_boot_device(BootDevice::Pxe, false, Some(BootMode::Bios)).await.unwrap();
+    assert_eq!(driver.node(NODE).unwrap().boot_mode, Some(BootMode::Bios));
+    bmc.set_boot_device(BootDevice::Disk, true, None).await.unwrap();
+    assert_eq!(driver.node(NODE).unwrap().boot_mode, Some(BootMode::Bios));
+    bmc.set_boot_device(BootDevice::Disk, true, Some(BootMode::Uefi)).await.unwrap();
+    assert_eq!(driver.node(NODE).unwrap().boot_mode, Some(BootMode::Uefi));
+}
+
+#[tokio::test]
+async fn virtual_media_boots_once_from_the_cd_and_eject_empties_it() {
+    let driver = FakeDriver::new();
+    let bmc = connect(&driver, json!({}));
+    let url = "http://192.0.2.1:6385/images/deploy.iso";
+    bmc.boot_from_virtual_media(url, Some(BootMode::Bios)).await.unwrap();
+    let state = driver.node(NODE).unwrap();
+    assert_eq!(state.virtual_media.as_deref(), Some(url));
+    assert_eq!(state.next_boot, Some(BootDevice::Cdrom));
+    assert_eq!(state.boot_mode, Some(BootMode::Bios));
+    assert_eq!(
+        bmc.boot_device().await.unwrap(),
+        BootDeviceSetting { device: Some(BootDevice::Cdrom), persistent: Some(false) }
+    );
+    bmc.set_power(PowerAction::On, None).await.unwrap();
+    let state = driver.node(NODE).unwrap();
+    assert_eq!(state.booted_from, Some(BootDevice::Cdrom));
+    // The media stays inserted after the boot it was for; the next boot is from disk.
+    assert_eq!(state.virtual_media.as_deref(), Some(url));
+    assert_eq!(state.next_boot, None);
+
+    bmc.eject_virtual_media().await.unwrap();
+    assert_eq!(driver.node(NODE).unwrap().virtual_media, None);
+    // Ejecting an empty drive is fine.
+    bmc.eject_virtual_media().await.unwrap();
+    assert_eq!(driver.node(NODE).unwrap().calls_of(Op::EjectVirtualMedia), 2);
+    assert!(driver.supports_virtual_media());
+}
+
+#[tokio::test]
 async fn failed_set_power_changes_nothing_and_hook_is_silent() {
     let hook = Arc::new(RecordingHook::default());
     let driver = FakeDriver::builder().hook(hook.clone()).build();
@@ -427,7 +473,7 @@ async fn failed_set_power_changes_nothing_and_hook_is_silent() {
     assert!(hook.seen().is_empty());
 
     driver.inject(NODE, Op::SetBootDevice, FaultKind::Protocol, 1);
-    assert!(bmc.set_boot_device(BootDevice::Pxe, true).await.is_err());
+    assert!(bmc.set_boot_device(BootDevice::Pxe, true, None).await.is_err());
     assert_eq!(bmc.boot_device().await.unwrap().device, Some(BootDevice::Disk));
 }
 

@@ -19,7 +19,10 @@
 //!
 //! Sessions are shared: every `connect()` for the same BMC and credentials talks through
 //! the same session task, so concurrent callers queue and the BMC sees one request at a
-//! time.
+//! time. At conductor shutdown [`Driver::close_all`] closes every open session.
+//!
+//! Boot device changes carry the boot mode as the EFI bit of the boot flags; without a
+//! mode the bit the BMC holds is read and kept.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,6 +44,8 @@ pub mod session;
 
 use commands::{BootFlags, BootSelector, ChassisControl, DeviceId, PrivilegeLevel};
 use session::{CipherChoice, Password, Request, SessionHandle, SessionInfo, SessionParams, Timing};
+
+use crate::bmc::BootMode;
 
 /// The name nodes use in their `driver` field.
 pub const IPMI_DRIVER_NAME: &str = "ipmi";
@@ -258,9 +263,27 @@ impl IpmiDriver {
     }
 }
 
+#[async_trait::async_trait]
 impl Driver for IpmiDriver {
     fn name(&self) -> &'static str {
         IPMI_DRIVER_NAME
+    }
+
+    /// Sends Close Session on every open session, all BMCs at once, and waits for them.
+    async fn close_all(&self) {
+        let handles: Vec<SessionHandle> = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.drain().map(|(_, handle)| handle).filter(SessionHandle::is_alive).collect()
+        };
+        if handles.is_empty() {
+            return;
+        }
+        tracing::info!(sessions = handles.len(), "closing IPMI sessions");
+        let mut closing = tokio::task::JoinSet::new();
+        for handle in handles {
+            closing.spawn(async move { handle.close().await });
+        }
+        while closing.join_next().await.is_some() {}
     }
 
     fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), DriverInfoError> {
@@ -549,8 +572,19 @@ impl Bmc for IpmiBmc {
         Ok(BootDeviceSetting { device, persistent: flags.valid.then_some(flags.persistent) })
     }
 
-    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError> {
-        self.set_boot_flags(device, persistent, false).await
+    /// With a mode, the EFI bit of the boot flags says it (set for UEFI, clear for BIOS);
+    /// without, the bit the BMC holds is kept.
+    async fn set_boot_device(
+        &self,
+        device: BootDevice,
+        persistent: bool,
+        mode: Option<BootMode>,
+    ) -> Result<(), BmcError> {
+        let efi = match mode {
+            Some(mode) => mode == BootMode::Uefi,
+            None => self.boot_flags().await?.efi,
+        };
+        self.set_boot_flags(device, persistent, efi).await
     }
 }
 

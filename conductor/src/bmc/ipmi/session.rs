@@ -154,6 +154,23 @@ impl SessionHandle {
             Err(_) => Err(None),
         }
     }
+
+    /// Closes the session (Close Session) once the requests queued before are done, and
+    /// ends the task; returns when it has. Later calls find the task gone.
+    pub async fn close(&self) {
+        let _ = self.call(own_close_request()).await;
+    }
+}
+
+/// Close Session without a session ID: what [`SessionHandle::close`] sends to ask the task
+/// to close its own session (whose ID only the task knows) and end.
+fn own_close_request() -> Request {
+    Request {
+        name: "Close Session",
+        netfn: commands::NETFN_APP,
+        cmd: commands::CMD_CLOSE_SESSION,
+        data: Vec::new(),
+    }
 }
 
 /// An open session's state.
@@ -201,6 +218,16 @@ impl Worker {
         loop {
             let job =
                 match tokio::time::timeout(self.params.timing.idle_close, self.rx.recv()).await {
+                    Ok(Some(job)) if job.request == own_close_request() => {
+                        self.rx.close();
+                        while let Ok(queued) = self.rx.try_recv() {
+                            self.serve(queued).await;
+                        }
+                        self.close().await;
+                        // Dropping the reply tells the caller the session is closed.
+                        drop(job);
+                        break;
+                    }
                     Ok(Some(job)) => job,
                     Ok(None) => break,
                     Err(_idle) => {

@@ -84,6 +84,8 @@ struct SimState {
     commands: Vec<u8>,
     /// Sessions opened (RAKP 4 sent).
     sessions: u32,
+    /// The five bytes of boot flags (parameter 5) last set.
+    boot_flags: [u8; 5],
 }
 
 struct SimSession {
@@ -233,6 +235,15 @@ fn answer(
                         (0, vec![])
                     }
                     (0x06, 0x3C) => (0, vec![]),
+                    (0x00, 0x08) if data.first() == Some(&5) => {
+                        state.boot_flags = data.get(1..6)?.try_into().ok()?;
+                        (0, vec![])
+                    }
+                    (0x00, 0x09) => {
+                        let mut out = vec![1, 5];
+                        out.extend_from_slice(&state.boot_flags);
+                        (0, out)
+                    }
                     (0x06, 0x01) => (0, vec![0x20, 1, 1, 0, 0x02, 0, 0x91, 0x12, 0, 0x02, 0x0F]),
                     _ => (0xC1, vec![]),
                 }
@@ -368,4 +379,44 @@ async fn the_registered_driver_is_ipmi() {
     let drivers = crate::service::default_drivers();
     let driver = drivers.get(IPMI_DRIVER_NAME).expect("ipmi registered");
     assert_eq!(driver.name(), "ipmi");
+}
+
+#[tokio::test]
+async fn boot_mode_sets_or_clears_the_efi_bit_and_none_keeps_it() {
+    let state = sim_state(&[3]);
+    let port = simulated_bmc(state.clone()).await;
+    let driver = IpmiDriver::with_options(fast_options());
+    let bmc = driver.connect_ipmi("n", &sim_info(port, json!({}))).unwrap();
+    // (mode, device, persistent, byte 1 of the flags, byte 2)
+    let table = [
+        (Some(BootMode::Uefi), BootDevice::Pxe, false, 0x80 | 0x20, 0x04),
+        (Some(BootMode::Bios), BootDevice::Pxe, false, 0x80, 0x04),
+        (Some(BootMode::Uefi), BootDevice::Disk, true, 0x80 | 0x40 | 0x20, 0x08),
+        (None, BootDevice::Cdrom, false, 0x80 | 0x20, 0x14),
+        (Some(BootMode::Bios), BootDevice::Disk, true, 0x80 | 0x40, 0x08),
+        (None, BootDevice::Pxe, true, 0x80 | 0x40, 0x04),
+    ];
+    for (mode, device, persistent, byte1, byte2) in table {
+        bmc.set_boot_device(device, persistent, mode).await.unwrap();
+        let flags = state.lock().unwrap().boot_flags;
+        assert_eq!((flags[0], flags[1]), (byte1, byte2), "{mode:?} {device:?} {persistent}");
+        assert_eq!(bmc.boot_device().await.unwrap().device, Some(device));
+    }
+}
+
+#[tokio::test]
+async fn close_all_sends_close_session_and_forgets_the_session() {
+    let state = sim_state(&[3]);
+    let port = simulated_bmc(state.clone()).await;
+    let driver = IpmiDriver::with_options(fast_options());
+    let bmc = driver.connect_ipmi("n", &sim_info(port, json!({}))).unwrap();
+    bmc.power_state().await.unwrap();
+    assert_eq!(driver.session_count(), 1);
+    driver.close_all().await;
+    assert_eq!(state.lock().unwrap().commands.last(), Some(&0x3C), "Close Session sent");
+    assert_eq!(driver.session_count(), 0);
+    // Closing again has nothing to do; the BMC is still usable in a new session.
+    driver.close_all().await;
+    bmc.power_state().await.unwrap();
+    assert_eq!(state.lock().unwrap().sessions, 2);
 }

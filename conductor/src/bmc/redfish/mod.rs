@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use super::{
     Bmc, BmcError, BootDevice, BootDeviceSetting, Driver, DriverInfoError, PowerAction, PowerState,
 };
+use crate::bmc;
 
 pub mod client;
 pub mod inspect;
@@ -110,6 +111,23 @@ impl BootMode {
             BootMode::Legacy => "Legacy",
         }
     }
+
+    /// The Redfish mode of an Ironic boot mode (`bios` is `Legacy`).
+    pub fn from_mode(mode: bmc::BootMode) -> BootMode {
+        match mode {
+            bmc::BootMode::Uefi => BootMode::Uefi,
+            bmc::BootMode::Bios => BootMode::Legacy,
+        }
+    }
+}
+
+/// What to do with a boot mode the system does not report (so cannot take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModeSupport {
+    /// Fail with `Unsupported`: the caller asked for the mode explicitly.
+    Required,
+    /// Set the target alone: the mode is only passed along with boot device changes.
+    IfSupported,
 }
 
 /// What a BMC reports of its boot override.
@@ -238,9 +256,18 @@ impl RedfishDriver {
     }
 }
 
+#[async_trait::async_trait]
 impl Driver for RedfishDriver {
     fn name(&self) -> &'static str {
         REDFISH_DRIVER_NAME
+    }
+
+    fn supports_virtual_media(&self) -> bool {
+        true
+    }
+
+    async fn close_all(&self) {
+        self.close().await;
     }
 
     fn validate(&self, driver_info: &Map<String, Value>) -> Result<(), DriverInfoError> {
@@ -482,6 +509,16 @@ impl RedfishBmc {
         persistent: bool,
         mode: Option<BootMode>,
     ) -> Result<(), BmcError> {
+        self.boot_override_with(target, persistent, mode, ModeSupport::Required).await
+    }
+
+    async fn boot_override_with(
+        &self,
+        target: BootTarget,
+        persistent: bool,
+        mode: Option<BootMode>,
+        support: ModeSupport,
+    ) -> Result<(), BmcError> {
         let operation = format!("set boot override {}", target.as_str());
         let mut precondition_retried = false;
         loop {
@@ -499,10 +536,15 @@ impl RedfishBmc {
                     });
                 }
             }
+            let mut mode = mode;
             if mode.is_some() && boot.mode.is_none() {
-                return Err(BmcError::Unsupported {
-                    what: format!("setting the boot mode on {}", self.address()),
-                });
+                if support == ModeSupport::Required {
+                    return Err(BmcError::Unsupported {
+                        what: format!("setting the boot mode on {}", self.address()),
+                    });
+                }
+                tracing::debug!(node = %self.node, "the system reports no boot mode; leaving it");
+                mode = None;
             }
             let patch = wire::BootPatch {
                 target: Some(target.as_str().to_owned()),
@@ -845,11 +887,31 @@ impl Bmc for RedfishBmc {
         Ok(BootDeviceSetting { device, persistent })
     }
 
-    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError> {
+    async fn set_boot_device(
+        &self,
+        device: BootDevice,
+        persistent: bool,
+        mode: Option<bmc::BootMode>,
+    ) -> Result<(), BmcError> {
         let target = BootTarget::from_device(device).ok_or_else(|| BmcError::Unsupported {
             what: format!("boot device {} over Redfish", device.as_str()),
         })?;
-        self.set_boot_override(target, persistent, None).await
+        let mode = mode.map(BootMode::from_mode);
+        self.boot_override_with(target, persistent, mode, ModeSupport::IfSupported).await
+    }
+
+    async fn boot_from_virtual_media(
+        &self,
+        url: &str,
+        mode: Option<bmc::BootMode>,
+    ) -> Result<(), BmcError> {
+        self.insert_virtual_media(url).await?;
+        let mode = mode.map(BootMode::from_mode);
+        self.boot_override_with(BootTarget::Cd, false, mode, ModeSupport::IfSupported).await
+    }
+
+    async fn eject_virtual_media(&self) -> Result<(), BmcError> {
+        RedfishBmc::eject_virtual_media(self).await
     }
 
     async fn run_oob_step(&self, step: super::oob_steps::OobStep) -> Result<(), BmcError> {
