@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 pub mod fake;
 pub mod ipmi;
+pub mod limit;
 pub mod redfish;
 
 /// The power state a BMC reports.
