@@ -56,8 +56,7 @@ pub fn default_drivers() -> DriverRegistry {
 pub fn drivers_with_limiter(limiter: RequestLimiter) -> DriverRegistry {
     let mut drivers = DriverRegistry::new();
     drivers.register(Arc::new(FakeDriver::new()));
-    drivers
-        .register(Arc::new(crate::bmc::ipmi::IpmiDriver::new().with_limiter(limiter.clone())));
+    drivers.register(Arc::new(crate::bmc::ipmi::IpmiDriver::new().with_limiter(limiter.clone())));
     drivers.register(Arc::new(crate::bmc::redfish::RedfishDriver::new().with_limiter(limiter)));
     drivers
 }
@@ -132,13 +131,15 @@ pub async fn run_on(
         config.conductor.name.clone(),
     );
     let reconcilers: [Arc<dyn Reconciler>; 2] = [
-        Arc::new(PowerSync::new(
-            store.clone(),
-            drivers.clone(),
-            Duration::from_secs(config.power.sync_interval),
-            config.power.sync_max_retries,
-        )
-        .with_concurrency(config.power.sync_concurrency)),
+        Arc::new(
+            PowerSync::new(
+                store.clone(),
+                drivers.clone(),
+                Duration::from_secs(config.power.sync_interval),
+                config.power.sync_max_retries,
+            )
+            .with_concurrency(config.power.sync_concurrency),
+        ),
         Arc::new(Timeouts::from_config(store.clone(), &config)),
     ];
     let mut periodic_tasks = Vec::new();

@@ -245,6 +245,7 @@ async fn serve(args: &[String]) -> anyhow::Result<()> {
                 ipmi: ipmi_sim.stats(),
                 redfish: redfish_sim.stats(),
             })?,
+            "sessions" => ipmi_sim.open_sessions_total().to_string(),
             "reset" => {
                 ipmi_sim.reset_stats();
                 redfish_sim.reset_stats();
@@ -309,6 +310,22 @@ impl Simulators {
 
     async fn reset(&mut self) -> anyhow::Result<()> {
         self.command("reset").await.map(|_| ())
+    }
+
+    /// Waits until the BMCs hold no IPMI session: a dropped driver closes its sessions
+    /// (Close Session) in the background, which must not overlap the next measurement.
+    async fn wait_sessions_closed(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let open: usize = self.command("sessions").await?.trim().parse()?;
+            if open == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{open} IPMI sessions still open 60 s after their driver was dropped");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn cpu_seconds(&self) -> f64 {
@@ -429,11 +446,8 @@ async fn peer_sweep(commands: Vec<Vec<String>>, expect: &'static str) -> (Durati
         running.spawn(async move {
             let _permit = permit;
             let Some((program, args)) = argv.split_first() else { return false };
-            let output = Command::new(program)
-                .args(args)
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output();
+            let output =
+                Command::new(program).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
             match tokio::time::timeout(Duration::from_secs(60), output).await {
                 Ok(Ok(out)) => {
                     out.status.success() && String::from_utf8_lossy(&out.stdout).contains(expect)
@@ -537,7 +551,8 @@ async fn bench_protocol(options: &Options, protocol: Protocol) -> anyhow::Result
             Protocol::Redfish => [after_cold.redfish, after_warm.redfish],
         };
         for s in &stats {
-            results.max_in_flight_per_bmc = results.max_in_flight_per_bmc.max(s.max_in_flight_per_bmc);
+            results.max_in_flight_per_bmc =
+                results.max_in_flight_per_bmc.max(s.max_in_flight_per_bmc);
             results.max_in_flight_total = results.max_in_flight_total.max(s.max_in_flight_total);
         }
         results.sessions_opened_warm += stats[1].sessions_opened;
@@ -559,12 +574,14 @@ async fn bench_protocol(options: &Options, protocol: Protocol) -> anyhow::Result
         results.cpu_per_1000_cold.push(per_1000(cold));
         results.cpu_per_1000_warm.push(per_1000(warm));
         drop(registry);
+        sims.wait_sessions_closed().await?;
 
         // The same first `subset` BMCs: Ferric (fresh drivers) and the peer tool.
         let registry = drivers(options);
         let subset_cold = sweep(&subset, &registry, options).await?;
         let subset_warm = sweep(&subset, &registry, options).await?;
         drop(registry);
+        sims.wait_sessions_closed().await?;
         results.subset_ferric_cold.push(subset_cold.wall.as_secs_f64());
         results.subset_ferric_warm.push(subset_warm.wall.as_secs_f64());
         let (program, expect) = match protocol {
@@ -578,9 +595,21 @@ async fn bench_protocol(options: &Options, protocol: Protocol) -> anyhow::Result
         let commands: Vec<Vec<String>> = (0..options.subset)
             .map(|i| match protocol {
                 Protocol::Ipmi => [
-                    "ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p",
-                    &sims.announce.ipmi_ports[i].to_string(), "-U", USERNAME, "-P", PASSWORD,
-                    "power", "status",
+                    "ipmitool",
+                    "-I",
+                    "lanplus",
+                    "-C",
+                    "3",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &sims.announce.ipmi_ports[i].to_string(),
+                    "-U",
+                    USERNAME,
+                    "-P",
+                    PASSWORD,
+                    "power",
+                    "status",
                 ]
                 .map(str::to_owned)
                 .to_vec(),

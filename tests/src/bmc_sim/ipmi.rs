@@ -189,6 +189,11 @@ impl IpmiSim {
         })
     }
 
+    /// Established sessions held by all BMCs together.
+    pub fn open_sessions_total(&self) -> usize {
+        (0..self.bmcs.len()).map(|index| self.open_sessions(index)).sum()
+    }
+
     /// What the BMCs saw since the last reset.
     pub fn stats(&self) -> SimStats {
         SimStats {
@@ -478,8 +483,7 @@ fn in_session(
     let (netfn, cmd, data) = parse_request(message)?;
     let power_on = state.power_on;
     let session = state.sessions.get_mut(&session_id)?;
-    let (completion, out, close, power): (u8, Vec<u8>, bool, Option<bool>) = match (netfn, cmd)
-    {
+    let (completion, out, close, power): (u8, Vec<u8>, bool, Option<bool>) = match (netfn, cmd) {
         // Set Session Privilege Level: 0 reads the current level.
         (0x06, 0x3B) => match data.first().map(|b| b & 0x0F) {
             None => (CC_REQUEST_TOO_SHORT, vec![], false, None),
@@ -501,9 +505,12 @@ fn in_session(
             _ => (CC_INVALID_SESSION_ID, vec![], false, None),
         },
         // Get Device ID: an IPMI 2.0 BMC with an OEM manufacturer id.
-        (0x06, 0x01) => {
-            (CC_OK, vec![0x20, 0x81, 0x01, 0x00, 0x02, 0x9F, 0x91, 0x12, 0x00, 0x02, 0x0F], false, None)
-        }
+        (0x06, 0x01) => (
+            CC_OK,
+            vec![0x20, 0x81, 0x01, 0x00, 0x02, 0x9F, 0x91, 0x12, 0x00, 0x02, 0x0F],
+            false,
+            None,
+        ),
         // Get Chassis Status: current power state, last event, misc state, front panel.
         (0x00, 0x01) => (CC_OK, vec![u8::from(power_on), 0x00, 0x40, 0x00], false, None),
         // Chassis Control needs Operator.

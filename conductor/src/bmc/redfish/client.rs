@@ -426,7 +426,14 @@ impl Endpoint {
             }
             let token = state.session.as_ref().map(|s| s.token.clone());
             let result = self
-                .exchange(method.clone(), url.clone(), body, headers.clone(), token.as_deref(), true)
+                .exchange(
+                    method.clone(),
+                    url.clone(),
+                    body,
+                    headers.clone(),
+                    token.as_deref(),
+                    true,
+                )
                 .await;
             let wait = match result {
                 Ok(reply) if reply.status == StatusCode::UNAUTHORIZED => {
