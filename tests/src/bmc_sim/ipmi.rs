@@ -247,11 +247,13 @@ async fn serve(socket: UdpSocket, bmc: Arc<SimBmc>, shared: Arc<Shared>) {
         for (datagram, peer) in batch {
             let reply = answer(&bmc, &shared, &datagram);
             shared.requests.add(1);
+            // Done before the reply leaves: the client may send its next request (to
+            // another BMC) the moment it has the reply, and that one must not overlap.
+            bmc.in_flight.leave(1);
+            shared.total.leave(1);
             if let Some(reply) = reply {
                 let _ = socket.send_to(&reply, peer).await;
             }
-            bmc.in_flight.leave(1);
-            shared.total.leave(1);
         }
     }
 }
