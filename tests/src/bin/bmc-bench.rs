@@ -295,6 +295,13 @@ impl Simulators {
             .context("the simulators did not start within 120 s")??
             .context("the simulator process exited before listening")?;
         let announce: Announce = serde_json::from_str(&first).context("simulator announce")?;
+        if announce.ipmi_ports.len() != ipmi || announce.redfish.len() != redfish {
+            bail!(
+                "the simulators announced {} IPMI and {} Redfish BMCs, not {ipmi} and {redfish}",
+                announce.ipmi_ports.len(),
+                announce.redfish.len()
+            );
+        }
         Ok(Simulators { child, stdin, lines, announce })
     }
 
