@@ -81,6 +81,10 @@ pub struct PowerConfig {
     pub sync_max_retries: u32,
     /// Seconds a soft power off may take before it is reported as failed.
     pub soft_power_off_timeout: u64,
+    /// Nodes whose power state one sync run reads at once (Ironic's
+    /// `[conductor] sync_power_state_workers`, 8 there). Each waits for its BMC's answer,
+    /// so this, not CPU, bounds how fast a large fleet is swept.
+    pub sync_concurrency: usize,
 }
 
 /// `[agent]`: talking to the ramdisk agent.
@@ -115,6 +119,9 @@ pub struct BmcConfig {
     pub retries: u32,
     /// Seconds between two attempts; 0 retries at once.
     pub retry_interval: u64,
+    /// BMC requests (IPMI exchanges, Redfish HTTP requests) in flight at once across all
+    /// BMCs; each BMC has at most one in flight anyway.
+    pub max_concurrent_requests: usize,
 }
 
 /// `[conductor]`: this conductor's identity and its own timeouts.
@@ -202,7 +209,12 @@ impl Default for CleaningConfig {
 
 impl Default for PowerConfig {
     fn default() -> Self {
-        PowerConfig { sync_interval: 60, sync_max_retries: 3, soft_power_off_timeout: 600 }
+        PowerConfig {
+            sync_interval: 60,
+            sync_max_retries: 3,
+            soft_power_off_timeout: 600,
+            sync_concurrency: crate::periodic::power_sync::DEFAULT_CONCURRENCY,
+        }
     }
 }
 
@@ -221,7 +233,11 @@ impl Default for AgentConfig {
 
 impl Default for BmcConfig {
     fn default() -> Self {
-        BmcConfig { retries: 3, retry_interval: 2 }
+        BmcConfig {
+            retries: 3,
+            retry_interval: 2,
+            max_concurrent_requests: crate::bmc::limit::DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
     }
 }
 
@@ -296,6 +312,8 @@ impl ConductorConfig {
             ("power.sync_interval", self.power.sync_interval),
             ("power.sync_max_retries", u64::from(self.power.sync_max_retries)),
             ("power.soft_power_off_timeout", self.power.soft_power_off_timeout),
+            ("power.sync_concurrency", self.power.sync_concurrency as u64),
+            ("bmc.max_concurrent_requests", self.bmc.max_concurrent_requests as u64),
             ("agent.command_timeout", self.agent.command_timeout),
             ("agent.max_command_attempts", u64::from(self.agent.max_command_attempts)),
             ("agent.heartbeat_timeout", self.agent.heartbeat_timeout),
@@ -457,6 +475,8 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(config.bmc.retries, 3);
+        assert_eq!(config.bmc.max_concurrent_requests, 64);
+        assert_eq!(config.power.sync_concurrency, 16);
         assert_eq!(config.bmc.retry_interval(), Duration::from_secs(2));
         assert_eq!(config.conductor.inspect_wait_timeout(), Duration::from_secs(1800));
         assert!(!config.conductor.name.is_empty());
@@ -503,6 +523,8 @@ mod tests {
         }
         let invalid = [
             ("[power]\nsync_interval = 0\n", "power.sync_interval"),
+            ("[power]\nsync_concurrency = 0\n", "power.sync_concurrency"),
+            ("[bmc]\nmax_concurrent_requests = 0\n", "bmc.max_concurrent_requests"),
             ("[agent]\nmax_command_attempts = 0\n", "agent.max_command_attempts"),
             ("[agent]\nheartbeat_timeout = 0\n", "agent.heartbeat_timeout"),
             ("public_url = \"ftp://host\"\n", "public_url"),
@@ -534,7 +556,7 @@ mod tests {
     fn bmc_retries_may_be_off_and_immediate() {
         let config =
             ConductorConfig::from_toml("[bmc]\nretries = 0\nretry_interval = 0\n").unwrap();
-        assert_eq!(config.bmc, BmcConfig { retries: 0, retry_interval: 0 });
+        assert_eq!(config.bmc, BmcConfig { retries: 0, retry_interval: 0, ..BmcConfig::default() });
         let config =
             ConductorConfig::from_toml("[bmc]\nretries = 5\nretry_interval = 1\n").unwrap();
         assert_eq!(config.bmc.retries, 5);

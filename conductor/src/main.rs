@@ -17,6 +17,7 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
+        raise_open_file_limit();
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -40,4 +41,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Raises the soft limit on open files to the hard limit: every BMC session holds a socket
+/// (a UDP socket per IPMI BMC, a connection per Redfish BMC), and the usual soft limit of
+/// 1024 is far below a large fleet.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot read the open-file limit");
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        tracing::info!(limit = limit.rlim_cur, "open-file limit already at its maximum");
+        return;
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit only reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, soft = before, hard = limit.rlim_max,
+            "cannot raise the open-file limit");
+        return;
+    }
+    tracing::info!(from = before, to = limit.rlim_max, "raised the open-file limit");
 }

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState};
 use crate::bmc::fake::FakeDriver;
+use crate::bmc::limit::RequestLimiter;
 use crate::bmc::{BootDevice, DriverRegistry};
 use crate::boot::{self, BootConfig, BootLookupError, BootParams, BootParamsSource, MacAddress};
 use crate::config::ConductorConfig;
@@ -45,12 +46,18 @@ pub enum ServiceError {
     Serve(#[source] std::io::Error),
 }
 
-/// The drivers this build offers.
+/// The drivers this build offers, sharing the default cap on BMC requests in flight.
 pub fn default_drivers() -> DriverRegistry {
+    drivers_with_limiter(RequestLimiter::default())
+}
+
+/// The drivers this build offers; every BMC request of every driver takes a permit of
+/// `limiter` (`[bmc] max_concurrent_requests`).
+pub fn drivers_with_limiter(limiter: RequestLimiter) -> DriverRegistry {
     let mut drivers = DriverRegistry::new();
     drivers.register(Arc::new(FakeDriver::new()));
-    drivers.register(Arc::new(crate::bmc::ipmi::IpmiDriver::new()));
-    drivers.register(Arc::new(crate::bmc::redfish::RedfishDriver::new()));
+    drivers.register(Arc::new(crate::bmc::ipmi::IpmiDriver::new().with_limiter(limiter.clone())));
+    drivers.register(Arc::new(crate::bmc::redfish::RedfishDriver::new().with_limiter(limiter)));
     drivers
 }
 
@@ -59,7 +66,8 @@ pub async fn run(config: ConductorConfig) -> Result<(), ServiceError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
-    run_on(config, listener, default_drivers(), shutdown_signal()).await
+    let drivers = drivers_with_limiter(RequestLimiter::new(config.bmc.max_concurrent_requests));
+    run_on(config, listener, drivers, shutdown_signal()).await
 }
 
 /// Runs the conductor on an already bound listener until `shutdown` resolves (tests
@@ -123,12 +131,15 @@ pub async fn run_on(
         config.conductor.name.clone(),
     );
     let reconcilers: [Arc<dyn Reconciler>; 2] = [
-        Arc::new(PowerSync::new(
-            store.clone(),
-            drivers.clone(),
-            Duration::from_secs(config.power.sync_interval),
-            config.power.sync_max_retries,
-        )),
+        Arc::new(
+            PowerSync::new(
+                store.clone(),
+                drivers.clone(),
+                Duration::from_secs(config.power.sync_interval),
+                config.power.sync_max_retries,
+            )
+            .with_concurrency(config.power.sync_concurrency),
+        ),
         Arc::new(Timeouts::from_config(store.clone(), &config)),
     ];
     let mut periodic_tasks = Vec::new();

@@ -1,5 +1,6 @@
 pub mod agent_process;
 pub mod baremetal;
+pub mod bmc_sim;
 pub mod conductor;
 pub mod conductor_process;
 pub mod fake_conductor;

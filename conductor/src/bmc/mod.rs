@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 pub mod fake;
 pub mod ipmi;
+pub mod limit;
 pub mod oob_steps;
 pub mod redfish;
 

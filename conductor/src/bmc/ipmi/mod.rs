@@ -33,6 +33,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::limit::RequestLimiter;
 use super::{
     Bmc, BmcError, BootDevice, BootDeviceSetting, Driver, DriverInfoError, PowerAction, PowerState,
 };
@@ -199,6 +200,7 @@ impl IpmiDriverInfo {
 /// The `ipmi` driver. Holds the session task of every BMC it talks to.
 pub struct IpmiDriver {
     options: IpmiOptions,
+    limiter: RequestLimiter,
     sessions: Arc<Mutex<HashMap<SessionParams, SessionHandle>>>,
 }
 
@@ -207,6 +209,7 @@ impl fmt::Debug for IpmiDriver {
         let sessions = self.sessions.lock().map(|s| s.len()).unwrap_or(0);
         f.debug_struct("IpmiDriver")
             .field("options", &self.options)
+            .field("max_concurrent_requests", &self.limiter.limit())
             .field("sessions", &sessions)
             .finish()
     }
@@ -224,7 +227,17 @@ impl IpmiDriver {
     }
 
     pub fn with_options(options: IpmiOptions) -> IpmiDriver {
-        IpmiDriver { options, sessions: Arc::new(Mutex::new(HashMap::new())) }
+        IpmiDriver {
+            options,
+            limiter: RequestLimiter::unbounded(),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Every BMC exchange takes a permit of `limiter` (shared with other drivers).
+    pub fn with_limiter(mut self, limiter: RequestLimiter) -> IpmiDriver {
+        self.limiter = limiter;
+        self
     }
 
     /// How many BMC session tasks are alive.
@@ -258,6 +271,7 @@ impl IpmiDriver {
             node: node_uuid.to_owned(),
             params,
             options: self.options,
+            limiter: self.limiter.clone(),
             sessions: Arc::clone(&self.sessions),
         }))
     }
@@ -312,6 +326,7 @@ pub struct IpmiBmc {
     node: String,
     params: SessionParams,
     options: IpmiOptions,
+    limiter: RequestLimiter,
     sessions: Arc<Mutex<HashMap<SessionParams, SessionHandle>>>,
 }
 
@@ -338,7 +353,7 @@ impl IpmiBmc {
         if sessions.len() >= 64 && sessions.len().is_power_of_two() {
             sessions.retain(|_, handle| handle.is_alive());
         }
-        let handle = SessionHandle::spawn(self.params.clone());
+        let handle = SessionHandle::spawn_limited(self.params.clone(), self.limiter.clone());
         sessions.insert(self.params.clone(), handle.clone());
         handle
     }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::commands::{self, CompletionClass, PrivilegeLevel};
 use super::crypto::{self, codes_equal, CipherSuite, RakpExchange};
 use super::packet::{self, IpmiRequest, IpmiResponse, PayloadType, SessionKeys};
+use crate::bmc::limit::RequestLimiter;
 use crate::bmc::BmcError;
 
 /// A BMC password: compared and hashed like bytes, never printed.
@@ -130,10 +131,16 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Starts the task for one BMC. Must be called inside a tokio runtime.
     pub fn spawn(params: SessionParams) -> SessionHandle {
+        SessionHandle::spawn_limited(params, RequestLimiter::unbounded())
+    }
+
+    /// Like [`SessionHandle::spawn`]; each exchange with the BMC first takes a permit of
+    /// `limiter`, which other BMCs' sessions share.
+    pub fn spawn_limited(params: SessionParams, limiter: RequestLimiter) -> SessionHandle {
         // Requests queue here while the one in flight runs.
         let (tx, rx) = mpsc::channel(64);
         let span = tracing::debug_span!("ipmi session", bmc = %params.display_address());
-        let worker = Worker::new(params, rx);
+        let worker = Worker::new(params, limiter, rx);
         tokio::spawn(tracing::Instrument::instrument(worker.run(), span));
         SessionHandle { tx }
     }
@@ -185,6 +192,8 @@ struct Worker {
     params: SessionParams,
     address: String,
     rx: mpsc::Receiver<Job>,
+    /// The conductor-wide cap on requests in flight.
+    limiter: RequestLimiter,
     socket: Option<UdpSocket>,
     session: Option<Established>,
     /// Outbound session sequence number of the last packet (0 is never sent in-session).
@@ -209,9 +218,19 @@ impl From<BmcError> for Failure {
 }
 
 impl Worker {
-    fn new(params: SessionParams, rx: mpsc::Receiver<Job>) -> Worker {
+    fn new(params: SessionParams, limiter: RequestLimiter, rx: mpsc::Receiver<Job>) -> Worker {
         let address = params.display_address();
-        Worker { params, address, rx, socket: None, session: None, out_seq: 0, rq_seq: 0, tag: 0 }
+        Worker {
+            params,
+            address,
+            rx,
+            limiter,
+            socket: None,
+            session: None,
+            out_seq: 0,
+            rq_seq: 0,
+            tag: 0,
+        }
     }
 
     async fn run(mut self) {
@@ -350,6 +369,9 @@ impl Worker {
         mut accept: impl FnMut(&Self, &[u8]) -> Option<Result<T, BmcError>>,
     ) -> Result<T, BmcError> {
         let timing = self.params.timing;
+        // One permit for the whole exchange, retransmissions included: they are the same
+        // request as far as the cap is concerned.
+        let _permit = self.limiter.acquire().await;
         let mut buf = vec![0u8; 1024];
         for attempt in 0..=timing.retries {
             let packet = build(self);

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::settings::{AuthType, RedfishSettings};
 use super::tls::{self, RedfishTlsError};
 use super::wire;
+use crate::bmc::limit::RequestLimiter;
 use crate::bmc::BmcError;
 
 /// Where the session collection is when the service root does not say otherwise.
@@ -107,6 +108,8 @@ pub struct Endpoint {
     password: Option<String>,
     auth_type: AuthType,
     options: RedfishOptions,
+    /// The conductor-wide cap on requests in flight: one permit per HTTP request.
+    limiter: RequestLimiter,
     /// Held for the whole of each request (re-login and backoff included), so a BMC
     /// never sees two requests from this conductor at once.
     state: tokio::sync::Mutex<AuthState>,
@@ -190,9 +193,16 @@ impl Endpoint {
             password: settings.password.clone(),
             auth_type: settings.auth_type,
             options,
+            limiter: RequestLimiter::unbounded(),
             state: tokio::sync::Mutex::new(AuthState::default()),
             default_system: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Each HTTP request first takes a permit of `limiter`.
+    pub fn with_limiter(mut self, limiter: RequestLimiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     pub fn address(&self) -> &str {
@@ -280,6 +290,22 @@ impl Endpoint {
         request.send().await
     }
 
+    /// One HTTP request and its whole reply, under a permit of the limiter (released
+    /// before any backoff or polling wait).
+    async fn exchange(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        headers: HeaderMap,
+        auth: Option<&str>,
+        basic: bool,
+    ) -> Result<Reply, reqwest::Error> {
+        let _permit = self.limiter.acquire().await;
+        let response = self.raw(method, url, body, headers, auth, basic).await?;
+        Self::read(response).await
+    }
+
     async fn read(response: reqwest::Response) -> Result<Reply, reqwest::Error> {
         let status = response.status();
         let headers = response.headers().clone();
@@ -304,11 +330,9 @@ impl Endpoint {
             "UserName": self.username.as_deref().unwrap_or_default(),
             "Password": self.password.as_deref().unwrap_or_default(),
         });
-        let reply =
-            match self.raw(Method::POST, url, Some(&body), HeaderMap::new(), None, false).await {
-                Ok(response) => Self::read(response).await,
-                Err(e) => Err(e),
-            }
+        let reply = self
+            .exchange(Method::POST, url, Some(&body), HeaderMap::new(), None, false)
+            .await
             .map_err(|e| self.transport_error(&e, "session login"))?;
         let token = reply.header(AUTH_TOKEN).map(str::to_owned);
         match (reply.status, token) {
@@ -337,11 +361,9 @@ impl Endpoint {
         let mut reply = None;
         for basic in [false, true] {
             let url = self.url(ROOT_PATH)?;
-            let response =
-                match self.raw(Method::GET, url, None, HeaderMap::new(), None, basic).await {
-                    Ok(response) => Self::read(response).await,
-                    Err(e) => Err(e),
-                }
+            let response = self
+                .exchange(Method::GET, url, None, HeaderMap::new(), None, basic)
+                .await
                 .map_err(|e| self.transport_error(&e, "read the service root"))?;
             if response.status != StatusCode::UNAUTHORIZED {
                 reply = Some(response);
@@ -403,13 +425,16 @@ impl Endpoint {
                 }
             }
             let token = state.session.as_ref().map(|s| s.token.clone());
-            let result = match self
-                .raw(method.clone(), url.clone(), body, headers.clone(), token.as_deref(), true)
-                .await
-            {
-                Ok(response) => Self::read(response).await,
-                Err(e) => Err(e),
-            };
+            let result = self
+                .exchange(
+                    method.clone(),
+                    url.clone(),
+                    body,
+                    headers.clone(),
+                    token.as_deref(),
+                    true,
+                )
+                .await;
             let wait = match result {
                 Ok(reply) if reply.status == StatusCode::UNAUTHORIZED => {
                     if token.is_some() && !relogged {
@@ -535,7 +560,10 @@ impl Endpoint {
         if let Ok(value) = HeaderValue::from_str(&session.token) {
             headers.insert(AUTH_TOKEN, value);
         }
-        match self.http.delete(url).headers(headers).send().await {
+        let permit = self.limiter.acquire().await;
+        let result = self.http.delete(url).headers(headers).send().await;
+        drop(permit);
+        match result {
             Ok(r) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND => {
                 tracing::debug!(bmc = %self.address, "Redfish session closed");
             }

@@ -30,6 +30,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::limit::RequestLimiter;
 use super::{
     Bmc, BmcError, BootDevice, BootDeviceSetting, Driver, DriverInfoError, PowerAction, PowerState,
 };
@@ -188,6 +189,7 @@ type EndpointKey = (String, Option<String>);
 /// The `redfish` driver. Share it in an `Arc`: it holds every BMC's endpoint.
 pub struct RedfishDriver {
     options: RedfishOptions,
+    limiter: RequestLimiter,
     endpoints: Mutex<HashMap<EndpointKey, (RedfishSettings, Arc<Endpoint>)>>,
 }
 
@@ -212,7 +214,17 @@ impl RedfishDriver {
     }
 
     pub fn with_options(options: RedfishOptions) -> Self {
-        RedfishDriver { options, endpoints: Mutex::new(HashMap::new()) }
+        RedfishDriver {
+            options,
+            limiter: RequestLimiter::unbounded(),
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every HTTP request to a BMC takes a permit of `limiter` (shared with other drivers).
+    pub fn with_limiter(mut self, limiter: RequestLimiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     fn endpoint(&self, settings: &RedfishSettings) -> Result<Arc<Endpoint>, DriverInfoError> {
@@ -228,7 +240,7 @@ impl RedfishDriver {
         let endpoint = Endpoint::new(&shared, self.options.clone()).map_err(|e| {
             DriverInfoError(format!("redfish_verify_ca: {}", crate::error_chain(&e)))
         })?;
-        let endpoint = Arc::new(endpoint);
+        let endpoint = Arc::new(endpoint.with_limiter(self.limiter.clone()));
         endpoints.insert(key, (shared, Arc::clone(&endpoint)));
         Ok(endpoint)
     }
