@@ -4,4 +4,5 @@ pub mod bmc_sim;
 pub mod conductor;
 pub mod conductor_process;
 pub mod fake_conductor;
+pub mod qemu;
 pub mod workspace_bin;
