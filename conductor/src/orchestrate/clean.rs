@@ -349,21 +349,7 @@ impl Orchestrator {
             index += 1;
         };
         let node = &node;
-        let step_map = match serde_json::to_value(step) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => JsonMap::new(),
-            Err(source) => return Err(TaskError::Encode { what: "the clean step", source }),
-        };
-        let moved = self
-            .apply(
-                node.uuid,
-                Transition::new(Event::Resume)
-                    .only_from(&[ProvisionState::CleanWait])
-                    .clean_step(step_map)
-                    .set_internal_info(INDEX_KEY, Value::from(index)),
-            )
-            .await;
-        if !moved {
+        if !self.enter_clean_step(node, step, index).await? {
             return Ok(());
         }
         let node = self.store.get_node(&node.uuid.to_string()).await?;
@@ -400,21 +386,7 @@ impl Orchestrator {
         step: &NodeStep,
         index: usize,
     ) -> Result<bool, TaskError> {
-        let step_map = match serde_json::to_value(step) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => JsonMap::new(),
-            Err(source) => return Err(TaskError::Encode { what: "the clean step", source }),
-        };
-        let moved = self
-            .apply(
-                node.uuid,
-                Transition::new(Event::Resume)
-                    .only_from(&[ProvisionState::CleanWait])
-                    .clean_step(step_map)
-                    .set_internal_info(INDEX_KEY, Value::from(index)),
-            )
-            .await;
-        if !moved {
+        if !self.enter_clean_step(node, step, index).await? {
             return Ok(false);
         }
         match step.step.as_str() {
@@ -451,6 +423,30 @@ impl Orchestrator {
         }
     }
 
+    /// Makes step `index` of the plan the node's current clean step (`clean wait` →
+    /// `cleaning`); false when the node is no longer waiting.
+    async fn enter_clean_step(
+        &self,
+        node: &Node,
+        step: &NodeStep,
+        index: usize,
+    ) -> Result<bool, TaskError> {
+        let step_map = match serde_json::to_value(step) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => JsonMap::new(),
+            Err(source) => return Err(TaskError::Encode { what: "the clean step", source }),
+        };
+        Ok(self
+            .apply(
+                node.uuid,
+                Transition::new(Event::Resume)
+                    .only_from(&[ProvisionState::CleanWait])
+                    .clean_step(step_map)
+                    .set_internal_info(INDEX_KEY, Value::from(index)),
+            )
+            .await)
+    }
+
     /// The out-of-band clean steps of the node's driver.
     fn driver_clean_steps(&self, node: &Node) -> Vec<Step> {
         self.drivers.get(&node.driver).map(|driver| driver.clean_steps()).unwrap_or_default()
@@ -477,21 +473,7 @@ impl Orchestrator {
         oob: OobStep,
         index: usize,
     ) -> Result<bool, TaskError> {
-        let step_map = match serde_json::to_value(step) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => JsonMap::new(),
-            Err(source) => return Err(TaskError::Encode { what: "the clean step", source }),
-        };
-        let moved = self
-            .apply(
-                node.uuid,
-                Transition::new(Event::Resume)
-                    .only_from(&[ProvisionState::CleanWait])
-                    .clean_step(step_map)
-                    .set_internal_info(INDEX_KEY, Value::from(index)),
-            )
-            .await;
-        if !moved {
+        if !self.enter_clean_step(node, step, index).await? {
             return Ok(false);
         }
         tracing::info!(step = %step.step, interface = %step.interface, index,
