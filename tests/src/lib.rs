@@ -3,6 +3,8 @@ pub mod baremetal;
 pub mod bmc_sim;
 pub mod conductor;
 pub mod conductor_process;
+pub mod debs;
 pub mod fake_conductor;
 pub mod qemu;
+pub mod stamp_image;
 pub mod workspace_bin;
