@@ -82,3 +82,38 @@ pub fn unpack(deb: &Path, into: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_package_fails_by_name_with_apts_words_and_leaves_the_cache_clean() {
+        if Command::new("apt-get").arg("--version").output().is_err() {
+            println!("skipped: `apt-get` is not installed");
+            return;
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let err = fetch(cache.path(), "ferric-no-such-package").unwrap_err().to_string();
+        assert!(err.contains("apt-get download ferric-no-such-package failed: E:"), "{err}");
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "{err}");
+    }
+
+    #[test]
+    fn names_that_are_not_package_names_are_refused() {
+        let cache = tempfile::tempdir().unwrap();
+        for bad in ["", "../x", "a_b", "-option"] {
+            let err = fetch(cache.path(), bad).unwrap_err().to_string();
+            assert!(err.contains("not a Debian package name"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_deb_fails_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("broken_1_amd64.deb");
+        std::fs::write(&deb, b"not an archive").unwrap();
+        let err = unpack(&deb, &dir.path().join("root")).unwrap_err().to_string();
+        assert!(err.contains("broken_1_amd64.deb"), "{err}");
+    }
+}

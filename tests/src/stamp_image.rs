@@ -104,7 +104,8 @@ pub fn build(dir: &Path, kernel: &Path, busybox: &Path, stamp: &str) -> anyhow::
     std::fs::File::create(&raw_tmp)?.set_len(virtual_size)?;
 
     // One identifier for the disk and the filesystem, so equal inputs give equal bytes
-    // while images with different stamps stay distinguishable.
+    // while images with different stamps stay distinguishable; never 0, which an MBR
+    // reads as "no disk signature".
     let digest = Sha256::digest(stamp.as_bytes());
     let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]).max(1);
     let layout = format!("label: dos\nlabel-id: 0x{id:08x}\nstart=2048, type=6, bootable\n");
@@ -367,6 +368,32 @@ mod tests {
         for good in ["a", "Z", "0", "node-1-deploy-2", &"x".repeat(64)] {
             assert!(check_stamp(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn a_missing_tool_is_named_with_its_package() {
+        let err = run(&mut Command::new("ferric-no-such-tool"), "some-package", None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("ferric-no-such-tool") && text.contains("some-package"), "{text}");
+    }
+
+    #[test]
+    fn a_failing_tool_is_named_and_leaves_nothing_behind() {
+        if !have("sfdisk") || !have("mkfs.vfat") {
+            println!("skipped: `sfdisk` or `mkfs.vfat` is not installed (fdisk, dosfstools)");
+            return;
+        }
+        // A sparse 8 GiB "kernel" asks for a partition larger than FAT16 can format.
+        let inputs = tempfile::tempdir().unwrap();
+        let kernel = inputs.path().join("vmlinuz");
+        std::fs::File::create(&kernel).unwrap().set_len(8 << 30).unwrap();
+        let busybox = inputs.path().join("busybox");
+        std::fs::write(&busybox, b"busybox").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = build(dir.path(), &kernel, &busybox, "too-big").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("`mkfs.vfat` failed") && text.contains("dosfstools"), "{text}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{text}");
     }
 
     #[test]
