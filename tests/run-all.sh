@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (see README.md): formatting, lints, every test on the host
-# target, the agent's unit tests on the musl target, and the static agent binary checks.
+# target, the agent's unit tests on the musl target, the static agent binary checks, and
+# the VM lab's end-to-end cycle (its timing table is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +33,8 @@ bash tests/peers/setup-venv.sh target/baremetal-venv
 
 step "all tests (host target)"
 export FERRIC_AGENT_BIN="$PWD/$bin"
-cargo test --workspace --locked
+e2e=a_server_is_cleaned_deployed_boots_its_disk_and_is_cleaned_again
+cargo test --workspace --locked -- --skip "$e2e"
+
+step "end to end in the VM lab: PXE, cleaning, qcow2 deploy, disk boot, cleaning"
+cargo test --locked -p ferric-tests --test vm_lab -- --nocapture "$e2e"

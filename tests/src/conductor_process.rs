@@ -25,6 +25,15 @@ pub struct ConductorProcess {
 impl ConductorProcess {
     /// Starts `ferric conductor --data-dir <data_dir>` on a free port.
     pub fn start(ferric: &Path, data_dir: &Path) -> anyhow::Result<ConductorProcess> {
+        Self::start_with_config(ferric, data_dir, None)
+    }
+
+    /// Starts `ferric conductor [--config <config>] --data-dir <data_dir>` on a free port.
+    pub fn start_with_config(
+        ferric: &Path,
+        data_dir: &Path,
+        config: Option<&Path>,
+    ) -> anyhow::Result<ConductorProcess> {
         let port = crate::agent_process::free_port().context("picking a free port")?;
         let log = data_dir.join("conductor.log");
         let log_file = std::fs::File::create(&log).context("creating the conductor log")?;
@@ -40,8 +49,11 @@ impl ConductorProcess {
                 Ok(())
             });
         }
+        command.arg("conductor");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
         let child = command
-            .arg("conductor")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
@@ -70,9 +82,19 @@ impl ConductorProcess {
 
     /// The last lines of the conductor's log, for error messages.
     pub fn log_tail(&self) -> String {
+        self.log_lines(20)
+    }
+
+    /// The last `count` lines of the conductor's log.
+    pub fn log_lines(&self, count: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        lines[lines.len().saturating_sub(count)..].join("\n")
+    }
+
+    /// The conductor's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Waits until `GET /v1` succeeds, failing with the log when the conductor exits or

@@ -7,4 +7,5 @@ pub mod debs;
 pub mod fake_conductor;
 pub mod qemu;
 pub mod stamp_image;
+pub mod vm_lab;
 pub mod workspace_bin;

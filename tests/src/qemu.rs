@@ -12,6 +12,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
+use crate::debs;
+
 /// The emulator, its firmware and the libraries it links that a base system lacks.
 const PACKAGES: &[&str] = &[
     "qemu-system-x86",
@@ -45,36 +47,11 @@ impl UnpackedQemu {
     /// reuses what an earlier call unpacked there.
     pub fn prepare(dir: &Path) -> anyhow::Result<UnpackedQemu> {
         let root = dir.join("root");
-        let debs = dir.join("debs");
-        std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+        let deb_dir = dir.join("debs");
         if !root.join("usr/bin/qemu-system-x86_64").is_file() {
             for package in PACKAGES {
-                let have = std::fs::read_dir(&debs)?
-                    .filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{package}_")));
-                if !have {
-                    let out = Command::new("apt-get")
-                        .args(["download", package])
-                        .current_dir(&debs)
-                        .output()
-                        .context("running apt-get download")?;
-                    if !out.status.success() {
-                        bail!(
-                            "apt-get download {package} failed: {}",
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
-                    }
-                }
-            }
-            for deb in std::fs::read_dir(&debs)?.filter_map(Result::ok) {
-                let out = Command::new("dpkg-deb").arg("-x").arg(deb.path()).arg(&root).output()?;
-                if !out.status.success() {
-                    bail!(
-                        "unpacking {}: {}",
-                        deb.path().display(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
+                let deb = debs::fetch(&deb_dir, package)?;
+                debs::unpack(&deb, &root)?;
             }
         }
         let mut library_dirs: Vec<String> = Vec::new();
@@ -111,16 +88,31 @@ impl UnpackedQemu {
         (dir.join("OVMF_CODE_4M.fd"), dir.join("OVMF_VARS_4M.fd"))
     }
 
-    /// A `qemu-system-x86_64` command with TCG, the unpacked firmware directories and no
-    /// display; the caller adds the machine.
+    /// `LD_LIBRARY_PATH` for the unpacked emulator.
+    pub fn library_path(&self) -> &str {
+        &self.library_path
+    }
+
+    /// The arguments every lab machine starts with: the unpacked firmware directories,
+    /// TCG and no display.
+    pub fn base_args(&self) -> Vec<String> {
+        vec![
+            "-L".to_owned(),
+            self.root.join("usr/share/qemu").display().to_string(),
+            "-L".to_owned(),
+            self.root.join("usr/share/seabios").display().to_string(),
+            "-accel".to_owned(),
+            "tcg".to_owned(),
+            "-display".to_owned(),
+            "none".to_owned(),
+        ]
+    }
+
+    /// A `qemu-system-x86_64` command with [`UnpackedQemu::base_args`] and `-no-reboot`
+    /// (a guest reboot ends the process); the caller adds the machine.
     pub fn command(&self) -> Command {
         let mut c = Command::new(self.binary());
-        c.env("LD_LIBRARY_PATH", &self.library_path)
-            .arg("-L")
-            .arg(self.root.join("usr/share/qemu"))
-            .arg("-L")
-            .arg(self.root.join("usr/share/seabios"))
-            .args(["-accel", "tcg", "-display", "none", "-no-reboot"]);
+        c.env("LD_LIBRARY_PATH", &self.library_path).args(self.base_args()).arg("-no-reboot");
         c
     }
 }

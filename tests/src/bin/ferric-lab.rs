@@ -4,11 +4,16 @@
 //! - `ferric-lab conductor [--port N] [--max-version 1.NN]` runs the fake conductor in
 //!   the foreground on 127.0.0.1, knowing the NICs of both fixtures, and logs each
 //!   lookup and heartbeat until Ctrl-C.
+//! - `ferric-lab demo --ferric BIN --ramdisk DIR [--dir DIR] [--cache DIR]` runs the VM
+//!   lab's whole cycle (enroll, clean, deploy, boot from disk, undeploy) against a real
+//!   conductor and narrates it (`./ferric-demo` builds everything and calls this).
+//! - `ferric-lab chassis-control LABDIR MC get|set ...` is the lab BMC's chassis hook,
+//!   run by `ipmi_sim` (see `ferric_tests::vm_lab::chassis`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -18,10 +23,15 @@ use ferric_shared::api_version::ApiVersion;
 use ferric_tests::fake_conductor::{
     FakeConductor, FakeConductorConfig, LookupStep, RecordedRequest, TokenReply,
 };
+use ferric_tests::vm_lab::chassis;
+use ferric_tests::vm_lab::cycle::{self, Narrator, Printer};
+use ferric_tests::vm_lab::stack::{Stack, StackSpec};
 
 const USAGE: &str = "usage:
   ferric-lab fixture bios-vm|dual-socket DIR
-  ferric-lab conductor [--port N] [--max-version 1.NN]";
+  ferric-lab conductor [--port N] [--max-version 1.NN]
+  ferric-lab demo --ferric BIN --ramdisk DIR [--dir DIR] [--cache DIR]
+  ferric-lab chassis-control LABDIR MC get|set WHAT [VALUE]";
 
 fn fixture(name: &str) -> anyhow::Result<HostBuilder> {
     match name {
@@ -128,9 +138,32 @@ async fn conductor(port: u16, max_version: ApiVersion) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match lab().await {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The chassis hook runs for every BMC request and must answer at once: no runtime.
+    if let [command, lab_dir, _mc, rest @ ..] = args.as_slice() {
+        if command == "chassis-control" {
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            return match chassis::run(Path::new(lab_dir), &rest) {
+                Ok(printed) => {
+                    print!("{printed}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferric-lab chassis-control: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ferric-lab: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(lab(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferric-lab: {e:#}");
@@ -139,8 +172,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn lab() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+async fn lab(args: Vec<String>) -> anyhow::Result<()> {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["fixture", name, dir] => write_fixture(name, PathBuf::from(dir)),
         ["conductor", rest @ ..] => {
@@ -159,6 +191,76 @@ async fn lab() -> anyhow::Result<()> {
             }
             conductor(port, max_version).await
         }
+        ["demo", rest @ ..] => demo(rest).await,
         _ => bail!("{USAGE}"),
+    }
+}
+
+/// A stamp nobody could have put on the disk before this run.
+fn fresh_stamp() -> String {
+    let state = RandomState::new();
+    format!("demo-{:016x}", state.hash_one(std::process::id()))
+}
+
+async fn demo(args: &[&str]) -> anyhow::Result<()> {
+    let mut ferric = None;
+    let mut ramdisk = None;
+    let mut dir = None;
+    let mut cache = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = PathBuf::from(it.next().with_context(|| format!("{flag} needs a value"))?);
+        match *flag {
+            "--ferric" => ferric = Some(value),
+            "--ramdisk" => ramdisk = Some(value),
+            "--dir" => dir = Some(value),
+            "--cache" => cache = Some(value),
+            other => bail!("unknown flag {other:?}\n{USAGE}"),
+        }
+    }
+    let ferric = ferric.context("--ferric BIN is required")?;
+    let ramdisk = ramdisk.context("--ramdisk DIR is required")?;
+    let dir = match dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("ferric-demo-{}", std::process::id())),
+    };
+    let cache = cache.unwrap_or_else(|| std::env::temp_dir().join("ferric-demo-cache"));
+    let spec = StackSpec {
+        dir: std::path::absolute(&dir)?,
+        ferric: std::path::absolute(&ferric)?,
+        hook: std::env::current_exe().context("finding ferric-lab itself")?,
+        ramdisk: std::path::absolute(&ramdisk)?,
+        cache: std::path::absolute(&cache)?,
+        stamp: fresh_stamp(),
+    };
+    let narrator = Printer(Instant::now());
+    narrator
+        .say(&format!("lab directory {} (consoles, logs, the server's disk)", spec.dir.display()));
+    narrator
+        .say("starting the conductor (SQLite store), the BMC (ipmi_sim) and building the image");
+    let stack = Stack::start(&spec).await?;
+    narrator.say(&format!(
+        "conductor at {} (the server reaches it as http://10.0.2.100); BMC at 127.0.0.1:{} (IPMI)",
+        stack.conductor.base_url(),
+        stack.lab.ipmi_port
+    ));
+    narrator.say(&format!(
+        "image {} with stamp {:?} (sha256 {})",
+        stack.image.name, spec.stamp, stack.image.sha256
+    ));
+    let result = tokio::select! {
+        result = cycle::run(stack.conductor.base_url(), &stack.lab, &stack.image, &narrator) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match result {
+        Ok(timings) => {
+            println!("\n{}", timings.table());
+            println!("consoles and logs: {}", spec.dir.display());
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{}", stack.report());
+            Err(e.context(format!("the cycle failed (logs in {})", spec.dir.display())))
+        }
     }
 }
