@@ -93,7 +93,13 @@ async fn a_server_is_cleaned_deployed_boots_its_disk_and_is_cleaned_again() {
     let timings =
         match cycle::run(stack.conductor.base_url(), &stack.lab, &stack.image, &narrator).await {
             Ok(timings) => timings,
-            Err(e) => panic!("{e:#}\n{}", stack.report()),
+            Err(e) => {
+                let report = stack.report();
+                drop(stack);
+                // The whole lab (every console, the conductor's log, the disk) stays for a look.
+                let kept = dir.keep();
+                panic!("{e:#}\n{report}\nthe lab's files are kept in {}", kept.display())
+            }
         };
     // One ramdisk boot each for provide, deploy and undeploy, and each heartbeat seen.
     assert_eq!(timings.power_on_to_heartbeat.len(), 3, "{timings:?}\n{}", stack.report());
