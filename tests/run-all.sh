@@ -37,4 +37,4 @@ e2e=a_server_is_cleaned_deployed_boots_its_disk_and_is_cleaned_again
 cargo test --workspace --locked -- --skip "$e2e"
 
 step "end to end in the VM lab: PXE, cleaning, qcow2 deploy, disk boot, cleaning"
-cargo test --locked -p ferric-tests --test vm_lab -- --nocapture "$e2e"
+cargo test --workspace --locked --test vm_lab -- --nocapture "$e2e"
