@@ -1,0 +1,1 @@
+//! LLDP TLVs as the agent reports them (`lldp_raw`), parsed.
