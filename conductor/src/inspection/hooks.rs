@@ -118,16 +118,20 @@ fn str_field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 /// Fails inspection with the ramdisk's own `error`, as Ironic's `ramdisk-error` hook.
 fn ramdisk_error(ctx: &Ctx<'_>) -> Result<(), InspectionError> {
     match ctx.data.get("error") {
-        None | Some(Value::Null) => Ok(()),
+        // Ironic tests the value's truth: empty or false values are no error.
+        None | Some(Value::Null | Value::Bool(false)) => Ok(()),
         Some(Value::String(message)) if message.trim().is_empty() => Ok(()),
+        Some(Value::Array(list)) if list.is_empty() => Ok(()),
+        Some(Value::Object(map)) if map.is_empty() => Ok(()),
+        Some(Value::Number(n)) if n.as_f64() == Some(0.0) => Ok(()),
         Some(Value::String(message)) => Err(InspectionError::Ramdisk(message.clone())),
         // Anything else still means the ramdisk reported a failure; show it as sent.
         Some(other) => Err(InspectionError::Ramdisk(other.to_string())),
     }
 }
 
-/// The update for the port with `address`, created empty on first use so that hooks
-/// touching the same port produce one update.
+/// The update for the port with `address` (normalized), created empty on first use so
+/// that hooks touching the same port produce one update.
 fn port_update<'o>(out: &'o mut InspectionOutcome, address: &str) -> &'o mut PortUpdate {
     let index = match out.port_updates.iter().position(|u| u.address == address) {
         Some(index) => index,

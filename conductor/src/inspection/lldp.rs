@@ -469,23 +469,19 @@ pub fn parse_reported(tlvs: &[Value]) -> (LldpInfo, Vec<LldpError>) {
 pub fn split_lldpdu(frame: &[u8]) -> Result<Vec<(u8, &[u8])>, LldpError> {
     let mut tlvs = Vec::new();
     let mut offset = 0;
-    while offset < frame.len() {
-        let header = frame.get(offset..offset + 2).ok_or(LldpError::Truncated {
-            offset,
-            needed: 2,
-            left: frame.len() - offset,
-        })?;
-        let word = u16::from_be_bytes([
-            header.first().copied().unwrap_or(0),
-            header.get(1).copied().unwrap_or(0),
-        ]);
-        let tlv_type = u8::try_from(word >> 9).unwrap_or(u8::MAX);
+    while let Some(rest) = frame.get(offset..).filter(|rest| !rest.is_empty()) {
+        let [hi, lo, ..] = *rest else {
+            return Err(LldpError::Truncated { offset, needed: 2, left: rest.len() });
+        };
+        let word = u16::from_be_bytes([hi, lo]);
+        // 7 bits of type, 9 of length.
+        let tlv_type = hi >> 1;
         let len = usize::from(word & 0x01ff);
         let start = offset + 2;
         let value = frame.get(start..start + len).ok_or(LldpError::Truncated {
             offset,
             needed: len + 2,
-            left: frame.len() - offset,
+            left: rest.len(),
         })?;
         if tlv_type == TLV_END {
             break;

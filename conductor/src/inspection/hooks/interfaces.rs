@@ -178,7 +178,7 @@ pub(super) fn validate_interfaces(
 }
 
 /// A stored port's MAC in normalized form (stored ones already are; this only guards).
-fn port_mac(address: &str) -> String {
+pub(super) fn port_mac(address: &str) -> String {
     normalize_mac(address).unwrap_or_else(|_| address.to_ascii_lowercase())
 }
 
@@ -221,7 +221,7 @@ pub(super) fn ports(ctx: &Ctx<'_>, out: &mut InspectionOutcome) -> Result<(), In
         if let Some(boot) = &ifaces.boot_mac {
             let pxe = *boot == mac;
             if pxe != port.pxe_enabled {
-                port_update(out, &port.address).pxe_enabled = Some(pxe);
+                port_update(out, &mac).pxe_enabled = Some(pxe);
             }
         }
     }

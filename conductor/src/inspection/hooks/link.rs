@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::interfaces::interfaces;
+use super::interfaces::{interfaces, port_mac};
 use super::{port_update, str_field, Ctx};
 use crate::inspection::lldp::{self, IdValue, LldpInfo};
 use crate::inspection::{HookName, InspectionError, InspectionOutcome};
@@ -104,17 +104,14 @@ pub(super) fn lldp(ctx: &Ctx<'_>, out: &mut InspectionOutcome) -> Result<(), Ins
             fill(&mut new_port.local_link_connection, fields);
             continue;
         }
-        let existing = ctx
-            .ports
-            .iter()
-            .find(|p| normalize_mac(&p.address).is_ok_and(|address| address == *mac));
+        let existing = ctx.ports.iter().find(|p| port_mac(&p.address) == *mac);
         let Some(port) = existing else { continue };
         if out.delete_ports.contains(&port.uuid) {
             continue;
         }
         let mut connection = port.local_link_connection.clone();
         if fill(&mut connection, fields) {
-            port_update(out, &port.address).local_link_connection = Some(connection);
+            port_update(out, mac).local_link_connection = Some(connection);
         }
     }
     Ok(())
@@ -233,7 +230,7 @@ mod tests {
                 AddPorts::Pxe,
                 vec![ens3f0],
                 &[],
-                &[("B8:59:9F:C0:00:10", json!({"port_id": "00:1c:73:00:00:31"}))],
+                &[("b8:59:9f:c0:00:10", json!({"port_id": "00:1c:73:00:00:31"}))],
             ),
         ];
         for (label, add_ports, ports, want_new, want_updates) in cases {

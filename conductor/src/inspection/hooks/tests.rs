@@ -56,6 +56,11 @@ fn ramdisk_error_table() {
         (with_error(Value::Null), None),
         (with_error(json!("")), None),
         (with_error(json!("  ")), None),
+        (with_error(json!(false)), None),
+        (with_error(json!([])), None),
+        (with_error(json!({})), None),
+        (with_error(json!(0)), None),
+        (with_error(json!(true)), Some("Ramdisk reported error: true")),
         (
             with_error(json!("collector lldp failed: no such device")),
             Some("Ramdisk reported error: collector lldp failed: no such device"),
