@@ -100,7 +100,9 @@ fn process_default_hooks_over_the_dual_socket_report() {
     let stale = port(&node, "aa:aa:aa:aa:aa:aa", true);
     let config = InspectorConfig::default();
     assert_eq!(config.hooks, DEFAULT_HOOKS);
-    let out = process(&config, &node, &[stale], &dual_socket()).unwrap();
+    let mut data = dual_socket();
+    data["lldp_raw"] = serde_json::from_str(include_str!("../testdata/lldp-raw.json")).unwrap();
+    let out = process(&config, &node, &[stale], &data).unwrap();
     assert_eq!(out.properties["cpus"], 16);
     assert_eq!(out.properties["memory_mb"], 65536);
     assert_eq!(out.properties["local_gb"], 446);
@@ -112,12 +114,20 @@ fn process_default_hooks_over_the_dual_socket_report() {
     assert_eq!(out.new_ports.len(), 1);
     assert_eq!(out.new_ports[0].address, "3c:fd:fe:a0:00:01");
     assert!(out.new_ports[0].pxe_enabled);
+    assert_eq!(out.new_ports[0].local_link_connection["switch_id"], "00:1c:73:aa:bb:cc");
+    assert_eq!(out.new_ports[0].local_link_connection["port_id"], "Ethernet1/7");
     // keep_ports defaults to "all": the stale port stays but no longer boots.
     assert!(out.delete_ports.is_empty());
     assert_eq!(out.port_updates.len(), 1);
     assert_eq!(out.port_updates[0].pxe_enabled, Some(false));
-    for key in ["all_interfaces", "valid_interfaces", "boot_interface", "root_disk", "pci_devices"]
-    {
+    for key in [
+        "all_interfaces",
+        "valid_interfaces",
+        "boot_interface",
+        "root_disk",
+        "pci_devices",
+        "parsed_lldp",
+    ] {
         assert!(out.plugin_data.contains_key(key), "{key}");
     }
     assert_eq!(out.plugin_data["root_disk"]["name"], "/dev/sda");
