@@ -33,6 +33,7 @@ pub struct ConductorConfig {
     pub agent: AgentConfig,
     pub bmc: BmcConfig,
     pub conductor: ConductorIdentity,
+    pub inspector: InspectorConfig,
 }
 
 /// `[deploy]`: the deploy ramdisk and how long to wait for it.
@@ -136,6 +137,45 @@ pub struct ConductorIdentity {
     pub inspect_wait_timeout: u64,
 }
 
+/// `[inspector]`: how inspection reports are processed (ironic-inspector's
+/// `[processing]`) and whether machines nobody enrolled are enrolled when they report.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectorConfig {
+    /// The processing hooks, in the order they run.
+    pub hooks: Vec<crate::inspection::HookName>,
+    /// Which NICs get ports.
+    pub add_ports: crate::inspection::AddPorts,
+    /// Which existing ports survive inspection.
+    pub keep_ports: crate::inspection::KeepPorts,
+    /// Power the machine off when inspection ends.
+    pub power_off: bool,
+    /// Kernel parameters added when the ramdisk boots for inspection.
+    pub extra_kernel_params: String,
+    /// Enroll a machine whose report matches no node.
+    pub auto_discovery: bool,
+    /// The driver of auto-discovered nodes.
+    pub discovery_driver: String,
+    /// `driver_info` of auto-discovered nodes (the BMC address the ramdisk found is
+    /// added to it).
+    pub discovery_driver_info: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for InspectorConfig {
+    fn default() -> Self {
+        InspectorConfig {
+            hooks: crate::inspection::DEFAULT_HOOKS.to_vec(),
+            add_ports: Default::default(),
+            keep_ports: Default::default(),
+            power_off: true,
+            extra_kernel_params: "ipa-collect-lldp=1".to_owned(),
+            auto_discovery: false,
+            discovery_driver: "ipmi".to_owned(),
+            discovery_driver_info: serde_json::Map::new(),
+        }
+    }
+}
+
 /// Values given on the command line; they win over the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigOverrides {
@@ -179,6 +219,7 @@ impl Default for ConductorConfig {
             agent: AgentConfig::default(),
             bmc: BmcConfig::default(),
             conductor: ConductorIdentity::default(),
+            inspector: InspectorConfig::default(),
         }
     }
 }

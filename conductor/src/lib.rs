@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod configdrive;
 pub mod images;
+pub mod inspection;
 pub mod orchestrate;
 pub mod periodic;
 pub mod service;
