@@ -25,6 +25,13 @@ pub struct AgentConfig {
     pub api_urls: Vec<reqwest::Url>,
     /// `ipa-inspection-callback-url`: where inspection data is posted.
     pub inspection_callback_urls: Vec<reqwest::Url>,
+    /// `ipa-inspection-collectors` (default `default,logs`): what inspection reports.
+    pub inspection_collectors: Vec<String>,
+    /// `ipa-collect-lldp` (default false): listen for LLDP frames on every NIC during
+    /// inspection and report them.
+    pub collect_lldp: bool,
+    /// `ipa-lldp-timeout` (default 30 s): how long to listen for LLDP frames.
+    pub lldp_timeout: Duration,
     /// `BOOTIF`: the raw PXE MAC (`01-aa-bb-…` or `aa:bb:…`), reported as
     /// `boot.pxe_interface`.
     pub bootif: Option<String>,
@@ -87,6 +94,9 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("api_urls", &url_strings(&self.api_urls))
             .field("inspection_callback_urls", &url_strings(&self.inspection_callback_urls))
+            .field("inspection_collectors", &self.inspection_collectors)
+            .field("collect_lldp", &self.collect_lldp)
+            .field("lldp_timeout", &self.lldp_timeout)
             .field("bootif", &self.bootif)
             .field("insecure", &self.insecure)
             .field("lookup_timeout", &self.lookup_timeout)
@@ -119,6 +129,9 @@ impl Default for AgentConfig {
         Self {
             api_urls: Vec::new(),
             inspection_callback_urls: Vec::new(),
+            inspection_collectors: vec!["default".to_owned(), "logs".to_owned()],
+            collect_lldp: false,
+            lldp_timeout: Duration::from_secs(30),
             bootif: None,
             insecure: false,
             lookup_timeout: Duration::from_secs(600),
@@ -300,6 +313,30 @@ const PARAMS: &[Param] = &[
         default: "none",
         help: "where inspection data is posted",
         apply: |c, v| parse_urls(v).map(|x| c.inspection_callback_urls = x),
+    },
+    Param {
+        name: "ipa-inspection-collectors",
+        kind: Kind::Text,
+        default: "default,logs",
+        help: "comma-separated inspection collectors: default, logs, lldp",
+        apply: |c, v| {
+            c.inspection_collectors = parse_names(v);
+            Ok(())
+        },
+    },
+    Param {
+        name: "ipa-collect-lldp",
+        kind: Kind::Bool,
+        default: "false",
+        help: "listen for LLDP frames on every NIC during inspection",
+        apply: |c, v| parse_bool_value(v).map(|x| c.collect_lldp = x),
+    },
+    Param {
+        name: "ipa-lldp-timeout",
+        kind: Kind::Seconds,
+        default: "30",
+        help: "how long inspection listens for LLDP frames",
+        apply: |c, v| parse_seconds(v).map(|x| c.lldp_timeout = x),
     },
     Param {
         name: "BOOTIF",
@@ -754,6 +791,11 @@ fn parse_ip(value: &str) -> Result<IpAddr, ValueProblem> {
 
 /// A comma-separated list of http(s) URLs. An empty value is an empty list, so a flag
 /// `--ipa-api-url=` can clear what the kernel command line set.
+/// A comma-separated list of names; blanks around and between items are dropped.
+fn parse_names(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect()
+}
+
 fn parse_urls(value: &str) -> Result<Vec<reqwest::Url>, ValueProblem> {
     if value.is_empty() {
         return Ok(Vec::new());
@@ -813,6 +855,9 @@ mod tests {
         let c = config(&[]).unwrap();
         assert!(c.api_urls.is_empty());
         assert!(c.inspection_callback_urls.is_empty());
+        assert_eq!(c.inspection_collectors, ["default", "logs"]);
+        assert!(!c.collect_lldp);
+        assert_eq!(c.lldp_timeout, Duration::from_secs(30));
         assert_eq!(c.bootif, None);
         assert!(!c.insecure);
         assert_eq!(c.lookup_timeout, Duration::from_secs(600));
@@ -854,6 +899,12 @@ mod tests {
             ("ipa-inspection-callback-url", "http://10.0.0.1:6385/v1/continue_inspection", |c| {
                 c.inspection_callback_urls == [url("http://10.0.0.1:6385/v1/continue_inspection")]
             }),
+            ("ipa-inspection-collectors", " default, lldp,,logs ", |c| {
+                c.inspection_collectors == ["default", "lldp", "logs"]
+            }),
+            ("ipa-inspection-collectors", "", |c| c.inspection_collectors.is_empty()),
+            ("ipa-collect-lldp", "1", |c| c.collect_lldp),
+            ("ipa-lldp-timeout", "2.5", |c| c.lldp_timeout == Duration::from_millis(2500)),
             ("BOOTIF", "01-52-54-00-12-34-56", |c| {
                 c.bootif.as_deref() == Some("01-52-54-00-12-34-56")
             }),
@@ -1005,7 +1056,11 @@ mod tests {
 
     #[test]
     fn unknown_parameters_are_ignored() {
-        let c = config(&[("ipa-collect-lldp", "1"), ("console", "ttyS0"), ("ipa-debug", "1")]);
+        let c = config(&[
+            ("ipa-inspection-benchmarks", "cpu"),
+            ("console", "ttyS0"),
+            ("ipa-debug", "1"),
+        ]);
         assert!(c.unwrap().debug);
     }
 
