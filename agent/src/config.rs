@@ -689,6 +689,15 @@ impl AgentConfig {
             }
         }
         if invalid.is_empty() {
+            // IPA's rule: naming collectors without a callback URL means "report to the
+            // API we were given" (Ironic's own inspection endpoint).
+            if config.inspection_callback_urls.is_empty()
+                && params.get("ipa-inspection-collectors").is_some()
+            {
+                if let Some(url) = config.api_urls.first().and_then(continue_inspection_url) {
+                    config.inspection_callback_urls = vec![url];
+                }
+            }
             Ok(config)
         } else {
             Err(ConfigError::InvalidParameters(invalid))
@@ -791,6 +800,15 @@ fn parse_ip(value: &str) -> Result<IpAddr, ValueProblem> {
 
 /// A comma-separated list of http(s) URLs. An empty value is an empty list, so a flag
 /// `--ipa-api-url=` can clear what the kernel command line set.
+/// `<api>/v1/continue_inspection`, keeping any path prefix of `api`.
+fn continue_inspection_url(api: &reqwest::Url) -> Option<reqwest::Url> {
+    let mut url = api.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut().ok()?.pop_if_empty().extend(["v1", "continue_inspection"]);
+    Some(url)
+}
+
 /// A comma-separated list of names; blanks around and between items are dropped.
 fn parse_names(value: &str) -> Vec<String> {
     value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect()
@@ -1009,6 +1027,43 @@ mod tests {
         }
         let bad_url = invalid(config(&[("ipa-api-url", "http://")]).unwrap_err());
         assert!(matches!(bad_url[0].problem, ValueProblem::BadUrl { .. }), "{bad_url:?}");
+    }
+
+    #[test]
+    fn inspect_collectors_without_a_callback_url_report_to_the_api() {
+        let table: &[(&[(&str, &str)], &[&str])] = &[
+            (
+                &[
+                    ("ipa-api-url", "http://10.0.0.1:6385"),
+                    ("ipa-inspection-collectors", "default"),
+                ],
+                &["http://10.0.0.1:6385/v1/continue_inspection"],
+            ),
+            (
+                &[
+                    ("ipa-api-url", "https://h.example/baremetal/,http://other:6385"),
+                    ("ipa-inspection-collectors", "default,logs"),
+                ],
+                &["https://h.example/baremetal/v1/continue_inspection"],
+            ),
+            (
+                &[
+                    ("ipa-api-url", "http://10.0.0.1:6385"),
+                    ("ipa-inspection-collectors", "default"),
+                    ("ipa-inspection-callback-url", "http://10.0.0.2:5050/v1/continue"),
+                ],
+                &["http://10.0.0.2:5050/v1/continue"],
+            ),
+            // Without collectors named, an API URL does not turn inspection on...
+            (&[("ipa-api-url", "http://10.0.0.1:6385")], &[]),
+            // ...and collectors without an API URL have nowhere to report to.
+            (&[("ipa-inspection-collectors", "default")], &[]),
+        ];
+        for (pairs, want) in table {
+            let c = config(pairs).unwrap();
+            let got: Vec<&str> = c.inspection_callback_urls.iter().map(|u| u.as_str()).collect();
+            assert_eq!(got, *want, "{pairs:?}");
+        }
     }
 
     #[test]
