@@ -1031,7 +1031,8 @@ mod tests {
 
     #[test]
     fn inspect_collectors_without_a_callback_url_report_to_the_api() {
-        let table: &[(&[(&str, &str)], &[&str])] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let table: &[Case] = &[
             (
                 &[
                     ("ipa-api-url", "http://10.0.0.1:6385"),
