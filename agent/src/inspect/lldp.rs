@@ -32,14 +32,8 @@ pub enum LldpError {
     BadName(String),
     #[error("no interface named {0:?}")]
     NoSuchInterface(String),
-    #[error("opening a raw packet socket for {interface}")]
+    #[error("opening a raw packet socket on {interface}")]
     Socket {
-        interface: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("binding the raw socket to {interface}")]
-    Bind {
         interface: String,
         #[source]
         source: io::Error,
@@ -183,7 +177,7 @@ pub fn interface_index(name: &str) -> Result<u32, LldpError> {
     Ok(index)
 }
 
-/// A raw packet socket on `ifindex` for `ethertype`, non-blocking, close-on-exec.
+/// A raw packet socket bound to `ifindex` and `ethertype`, non-blocking, close-on-exec.
 pub fn packet_socket(ifindex: u32, ethertype: u16) -> io::Result<OwnedFd> {
     let protocol = i32::from(ethertype.to_be());
     // SAFETY: plain system call; the result is checked before use.
@@ -228,14 +222,8 @@ pub fn link_address(ifindex: u32, ethertype: u16, mac: &[u8; 6]) -> libc::sockad
 
 fn open_socket(name: &str) -> Result<OwnedFd, LldpError> {
     let ifindex = interface_index(name)?;
-    let fd = packet_socket(ifindex, LLDP_ETHERTYPE).map_err(|source| {
-        let interface = name.to_owned();
-        if source.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
-            LldpError::Bind { interface, source }
-        } else {
-            LldpError::Socket { interface, source }
-        }
-    })?;
+    let fd = packet_socket(ifindex, LLDP_ETHERTYPE)
+        .map_err(|source| LldpError::Socket { interface: name.to_owned(), source })?;
     let mut request = libc::packet_mreq {
         mr_ifindex: ifindex as i32,
         mr_type: libc::PACKET_MR_MULTICAST as u16,
