@@ -25,6 +25,13 @@ pub struct AgentConfig {
     pub api_urls: Vec<reqwest::Url>,
     /// `ipa-inspection-callback-url`: where inspection data is posted.
     pub inspection_callback_urls: Vec<reqwest::Url>,
+    /// `ipa-inspection-collectors` (default `default,logs`): what inspection reports.
+    pub inspection_collectors: Vec<String>,
+    /// `ipa-collect-lldp` (default false): listen for LLDP frames on every NIC during
+    /// inspection and report them.
+    pub collect_lldp: bool,
+    /// `ipa-lldp-timeout` (default 30 s): how long to listen for LLDP frames.
+    pub lldp_timeout: Duration,
     /// `BOOTIF`: the raw PXE MAC (`01-aa-bb-…` or `aa:bb:…`), reported as
     /// `boot.pxe_interface`.
     pub bootif: Option<String>,
@@ -87,6 +94,9 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("api_urls", &url_strings(&self.api_urls))
             .field("inspection_callback_urls", &url_strings(&self.inspection_callback_urls))
+            .field("inspection_collectors", &self.inspection_collectors)
+            .field("collect_lldp", &self.collect_lldp)
+            .field("lldp_timeout", &self.lldp_timeout)
             .field("bootif", &self.bootif)
             .field("insecure", &self.insecure)
             .field("lookup_timeout", &self.lookup_timeout)
@@ -119,6 +129,9 @@ impl Default for AgentConfig {
         Self {
             api_urls: Vec::new(),
             inspection_callback_urls: Vec::new(),
+            inspection_collectors: vec!["default".to_owned(), "logs".to_owned()],
+            collect_lldp: false,
+            lldp_timeout: Duration::from_secs(30),
             bootif: None,
             insecure: false,
             lookup_timeout: Duration::from_secs(600),
@@ -300,6 +313,30 @@ const PARAMS: &[Param] = &[
         default: "none",
         help: "where inspection data is posted",
         apply: |c, v| parse_urls(v).map(|x| c.inspection_callback_urls = x),
+    },
+    Param {
+        name: "ipa-inspection-collectors",
+        kind: Kind::Text,
+        default: "default,logs",
+        help: "comma-separated inspection collectors: default, logs, lldp",
+        apply: |c, v| {
+            c.inspection_collectors = parse_names(v);
+            Ok(())
+        },
+    },
+    Param {
+        name: "ipa-collect-lldp",
+        kind: Kind::Bool,
+        default: "false",
+        help: "listen for LLDP frames on every NIC during inspection",
+        apply: |c, v| parse_bool_value(v).map(|x| c.collect_lldp = x),
+    },
+    Param {
+        name: "ipa-lldp-timeout",
+        kind: Kind::Seconds,
+        default: "30",
+        help: "how long inspection listens for LLDP frames",
+        apply: |c, v| parse_seconds(v).map(|x| c.lldp_timeout = x),
     },
     Param {
         name: "BOOTIF",
@@ -652,6 +689,15 @@ impl AgentConfig {
             }
         }
         if invalid.is_empty() {
+            // IPA's rule: naming collectors without a callback URL means "report to the
+            // API we were given" (Ironic's own inspection endpoint).
+            if config.inspection_callback_urls.is_empty()
+                && params.get("ipa-inspection-collectors").is_some()
+            {
+                if let Some(url) = config.api_urls.first().and_then(continue_inspection_url) {
+                    config.inspection_callback_urls = vec![url];
+                }
+            }
             Ok(config)
         } else {
             Err(ConfigError::InvalidParameters(invalid))
@@ -754,6 +800,20 @@ fn parse_ip(value: &str) -> Result<IpAddr, ValueProblem> {
 
 /// A comma-separated list of http(s) URLs. An empty value is an empty list, so a flag
 /// `--ipa-api-url=` can clear what the kernel command line set.
+/// `<api>/v1/continue_inspection`, keeping any path prefix of `api`.
+fn continue_inspection_url(api: &reqwest::Url) -> Option<reqwest::Url> {
+    let mut url = api.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut().ok()?.pop_if_empty().extend(["v1", "continue_inspection"]);
+    Some(url)
+}
+
+/// A comma-separated list of names; blanks around and between items are dropped.
+fn parse_names(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect()
+}
+
 fn parse_urls(value: &str) -> Result<Vec<reqwest::Url>, ValueProblem> {
     if value.is_empty() {
         return Ok(Vec::new());
@@ -813,6 +873,9 @@ mod tests {
         let c = config(&[]).unwrap();
         assert!(c.api_urls.is_empty());
         assert!(c.inspection_callback_urls.is_empty());
+        assert_eq!(c.inspection_collectors, ["default", "logs"]);
+        assert!(!c.collect_lldp);
+        assert_eq!(c.lldp_timeout, Duration::from_secs(30));
         assert_eq!(c.bootif, None);
         assert!(!c.insecure);
         assert_eq!(c.lookup_timeout, Duration::from_secs(600));
@@ -854,6 +917,12 @@ mod tests {
             ("ipa-inspection-callback-url", "http://10.0.0.1:6385/v1/continue_inspection", |c| {
                 c.inspection_callback_urls == [url("http://10.0.0.1:6385/v1/continue_inspection")]
             }),
+            ("ipa-inspection-collectors", " default, lldp,,logs ", |c| {
+                c.inspection_collectors == ["default", "lldp", "logs"]
+            }),
+            ("ipa-inspection-collectors", "", |c| c.inspection_collectors.is_empty()),
+            ("ipa-collect-lldp", "1", |c| c.collect_lldp),
+            ("ipa-lldp-timeout", "2.5", |c| c.lldp_timeout == Duration::from_millis(2500)),
             ("BOOTIF", "01-52-54-00-12-34-56", |c| {
                 c.bootif.as_deref() == Some("01-52-54-00-12-34-56")
             }),
@@ -961,6 +1030,44 @@ mod tests {
     }
 
     #[test]
+    fn inspect_collectors_without_a_callback_url_report_to_the_api() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let table: &[Case] = &[
+            (
+                &[
+                    ("ipa-api-url", "http://10.0.0.1:6385"),
+                    ("ipa-inspection-collectors", "default"),
+                ],
+                &["http://10.0.0.1:6385/v1/continue_inspection"],
+            ),
+            (
+                &[
+                    ("ipa-api-url", "https://h.example/baremetal/,http://other:6385"),
+                    ("ipa-inspection-collectors", "default,logs"),
+                ],
+                &["https://h.example/baremetal/v1/continue_inspection"],
+            ),
+            (
+                &[
+                    ("ipa-api-url", "http://10.0.0.1:6385"),
+                    ("ipa-inspection-collectors", "default"),
+                    ("ipa-inspection-callback-url", "http://10.0.0.2:5050/v1/continue"),
+                ],
+                &["http://10.0.0.2:5050/v1/continue"],
+            ),
+            // Without collectors named, an API URL does not turn inspection on...
+            (&[("ipa-api-url", "http://10.0.0.1:6385")], &[]),
+            // ...and collectors without an API URL have nowhere to report to.
+            (&[("ipa-inspection-collectors", "default")], &[]),
+        ];
+        for (pairs, want) in table {
+            let c = config(pairs).unwrap();
+            let got: Vec<&str> = c.inspection_callback_urls.iter().map(|u| u.as_str()).collect();
+            assert_eq!(got, *want, "{pairs:?}");
+        }
+    }
+
+    #[test]
     fn booleans_follow_oslo_strict_spellings() {
         for (value, want) in [
             ("1", true),
@@ -1005,7 +1112,11 @@ mod tests {
 
     #[test]
     fn unknown_parameters_are_ignored() {
-        let c = config(&[("ipa-collect-lldp", "1"), ("console", "ttyS0"), ("ipa-debug", "1")]);
+        let c = config(&[
+            ("ipa-inspection-benchmarks", "cpu"),
+            ("console", "ttyS0"),
+            ("ipa-debug", "1"),
+        ]);
         assert!(c.unwrap().debug);
     }
 

@@ -17,6 +17,7 @@ pub mod executor;
 pub mod fixtures;
 pub mod host;
 pub mod image;
+pub mod inspect;
 pub mod inventory;
 pub mod ironic;
 pub mod logbuf;

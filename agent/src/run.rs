@@ -1,5 +1,6 @@
-//! The agent's life from start-up to shutdown: detect the conductor's API version,
-//! pick the advertised address, bring up the command API (over auto-TLS when the
+//! The agent's life from start-up to shutdown: report the machine to the inspection
+//! callback when one is configured, detect the conductor's API version, pick the
+//! advertised address, bring up the command API (over auto-TLS when the
 //! conductor can pin the certificate), look the node up, then heartbeat until stopped.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, ApiDeps};
 use crate::config::AgentConfig;
 use crate::host::HostRoot;
+use crate::inspect;
 use crate::inventory::{self, InventorySources};
 use crate::ironic::advertise::{self, AddressRetry, AdvertiseError};
 use crate::ironic::client::{ConductorClient, ConductorClientError};
@@ -26,8 +28,6 @@ pub use crate::ironic::heartbeat::AGENT_VERSION;
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("no ipa-api-url given; inspection-only boots are not supported yet")]
-    NoApiUrl,
     #[error("setting up TLS")]
     Tls(#[from] TlsError),
     #[error("setting up the conductor client")]
@@ -48,13 +48,33 @@ pub enum RunError {
 
 /// Runs the agent until it is stopped (a signal, `system.lockdown`, or a fatal error).
 pub async fn run(config: AgentConfig, logs: Arc<LogBuffer>) -> Result<(), RunError> {
-    if config.api_urls.is_empty() {
-        return Err(RunError::NoApiUrl);
-    }
     let host = HostRoot::new(config.host_root.clone());
     let session = Arc::new(Session::new(config.agent_token.clone()));
 
     let client_tls = tls::client_config(config.ca_file.as_deref(), config.insecure)?;
+    let mut inspected_uuid = None;
+    if !config.inspection_callback_urls.is_empty() {
+        let inspection = inspect::inspect_and_log(&config, &host, logs.clone(), client_tls.clone());
+        let reply = tokio::select! {
+            reply = inspection => reply,
+            () = shutdown_signal() => return Ok(()),
+        };
+        if let Some(reply) = reply {
+            // A versioned `continue_inspection` issues the token there; the lookup
+            // that follows then shows it masked, so it must be kept now.
+            if let Some(token) = reply.agent_token {
+                session.set_token(token);
+            }
+            inspected_uuid = reply.node_uuid;
+        }
+    }
+    if config.api_urls.is_empty() {
+        // As ironic-python-agent does: with nowhere to look up or heartbeat, the ramdisk
+        // stays up (for debugging through the console) until it is powered off.
+        tracing::info!("no ipa-api-url: inspection done, idling until stopped");
+        shutdown_signal().await;
+        return Ok(());
+    }
     let client = Arc::new(ConductorClient::new(&config, client_tls)?);
     let version = settle_api_version(&client, &config).await;
 
@@ -95,8 +115,8 @@ pub async fn run(config: AgentConfig, logs: Arc<LogBuffer>) -> Result<(), RunErr
     });
     let server = tokio::spawn(api::serve(listener, server_tls, app, handle.stopped()));
 
-    let query = LookupQuery { addresses: inventory::lookup_macs(&host), node_uuid: None };
-    tracing::info!(addresses = ?query.addresses, "looking up the node");
+    let query = LookupQuery { addresses: inventory::lookup_macs(&host), node_uuid: inspected_uuid };
+    tracing::info!(addresses = ?query.addresses, node_uuid = ?query.node_uuid, "looking up the node");
     let backoff = LookupBackoff::from_config(&config);
     let stopped = handle.stopped();
     let outcome = tokio::select! {

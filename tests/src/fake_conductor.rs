@@ -1,11 +1,12 @@
 //! An in-process stand-in for the Ironic API as the agent sees it: `GET /` (version
-//! document), `GET /v1/lookup` and `POST /v1/heartbeat/{node}`, on plain HTTP at
-//! `127.0.0.1:<port picked at run time>`.
+//! document), `GET /v1/lookup`, `POST /v1/heartbeat/{node}` and
+//! `POST /v1/continue_inspection`, on plain HTTP at `127.0.0.1:<port picked at run time>`.
 //!
 //! It behaves like Ironic — microversion negotiation, token issue-once-then-mask, the
 //! heartbeat checks and their `400`s — and can be scripted to misbehave: lookup replies
 //! can be queued (`404`s, `409`s, a masked token), heartbeat statuses can be forced, and
-//! the API root can be broken. Every request is recorded with its arrival time, headers,
+//! the API root can be broken, inspection replies can be queued or forced into either
+//! dialect. Every request is recorded with its arrival time, headers,
 //! query and body.
 
 use std::collections::VecDeque;
@@ -48,6 +49,20 @@ pub struct FakeConductorConfig {
     /// `node.properties` and `node.instance_info` in lookup replies.
     pub properties: Value,
     pub instance_info: Value,
+    /// How `POST /v1/continue_inspection` answers a report it accepts.
+    pub inspection_reply: InspectionDialect,
+}
+
+/// The shape of an accepted inspection report's `202` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InspectionDialect {
+    /// Ironic's rule: no microversion header (what IPA sends) gets `{"uuid": …}`; 1.84 or
+    /// newer gets the lookup reply, with a token; anything else `404`.
+    ByVersion,
+    /// Always `{"uuid": …}`, as ironic-inspector's `/v1/continue` answers.
+    Uuid,
+    /// Always the lookup reply (`{"node": {...}, "config": {...}}`), with a token.
+    Lookup,
 }
 
 impl Default for FakeConductorConfig {
@@ -62,6 +77,7 @@ impl Default for FakeConductorConfig {
             pregenerated_token: None,
             properties: json!({}),
             instance_info: json!({}),
+            inspection_reply: InspectionDialect::ByVersion,
         }
     }
 }
@@ -138,6 +154,7 @@ struct Inner {
     node: NodeState,
     lookup_script: VecDeque<LookupStep>,
     heartbeat_script: VecDeque<u16>,
+    inspection_script: VecDeque<u16>,
     requests: Vec<RecordedRequest>,
 }
 
@@ -189,6 +206,7 @@ impl FakeConductor {
                 node,
                 lookup_script: VecDeque::new(),
                 heartbeat_script: VecDeque::new(),
+                inspection_script: VecDeque::new(),
                 requests: Vec::new(),
             }),
             heartbeats: watch::channel(0).0,
@@ -197,6 +215,7 @@ impl FakeConductor {
             .route("/", get(root))
             .route("/v1/lookup", get(lookup))
             .route("/v1/heartbeat/{node}", post(heartbeat))
+            .route("/v1/continue_inspection", post(continue_inspection))
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -231,6 +250,12 @@ impl FakeConductor {
         self.shared.lock().heartbeat_script.extend(statuses);
     }
 
+    /// Queues statuses (`503`, `400`, …) that inspection reports get, in order, before
+    /// the fake processes reports normally.
+    pub fn script_inspections(&self, statuses: impl IntoIterator<Item = u16>) {
+        self.shared.lock().inspection_script.extend(statuses);
+    }
+
     /// The token the node holds, as the conductor would compare it.
     pub fn token(&self) -> Option<String> {
         self.shared.lock().node.token.clone()
@@ -260,6 +285,11 @@ impl FakeConductor {
 
     pub fn heartbeats(&self) -> Vec<RecordedRequest> {
         self.requests_to(|p| p.starts_with("/v1/heartbeat/"))
+    }
+
+    /// Every `POST /v1/continue_inspection`, answered or not, with its parsed body.
+    pub fn inspections(&self) -> Vec<RecordedRequest> {
+        self.requests_to(|p| p == "/v1/continue_inspection")
     }
 
     pub fn root_requests(&self) -> Vec<RecordedRequest> {
@@ -464,7 +494,11 @@ fn answer_lookup(inner: &mut Inner, version: ApiVersion, query: &[(String, Strin
         }
         TokenReply::Null => Value::Null,
     });
-    let config = &inner.config;
+    axum::Json(lookup_body(&inner.config, token)).into_response()
+}
+
+/// A lookup reply for the node, with `token` (when given) as `config.agent_token`.
+fn lookup_body(config: &FakeConductorConfig, token: Option<Value>) -> Value {
     let mut agent_config = json!({
         "metrics": {"backend": "noop", "prepend_host": false, "prepend_uuid": false,
                     "prepend_host_reverse": true, "global_prefix": null},
@@ -484,7 +518,7 @@ fn answer_lookup(inner: &mut Inner, version: ApiVersion, query: &[(String, Strin
         obj.insert("agent_token".into(), token);
     }
     let uuid = &config.node_uuid;
-    let body = json!({
+    json!({
         "node": {
             "uuid": uuid,
             "properties": config.properties,
@@ -496,8 +530,7 @@ fn answer_lookup(inner: &mut Inner, version: ApiVersion, query: &[(String, Strin
             ],
         },
         "config": agent_config,
-    });
-    axum::Json(body).into_response()
+    })
 }
 
 async fn heartbeat(
@@ -583,6 +616,96 @@ fn answer_heartbeat(inner: &mut Inner, version: ApiVersion, node: &str, body: &[
         inner.node.agent_verify_ca = request.agent_verify_ca;
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+async fn continue_inspection(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
+    let at = Instant::now();
+    let parsed_body = serde_json::from_slice::<Value>(&body).ok();
+    let (resp, max, used) = {
+        let mut inner = shared.lock();
+        let max = inner.config.max_version;
+        match negotiate(&headers, max) {
+            Err(resp) => (*resp, max, None),
+            Ok(v) => (answer_inspection(&mut inner, v, &query, parsed_body.as_ref()), max, Some(v)),
+        }
+    };
+    let resp = with_version_headers(resp, max, used);
+    let status = resp.status().as_u16();
+    let method = "POST".into();
+    let path = "/v1/continue_inspection".into();
+    let body = parsed_body;
+    record(&shared, RecordedRequest { at, method, path, headers, query, body, status });
+    resp
+}
+
+/// Ironic's checks, in its order: version, body shape, node matching; then the reply in
+/// the configured dialect.
+fn answer_inspection(
+    inner: &mut Inner,
+    version: ApiVersion,
+    query: &[(String, String)],
+    body: Option<&Value>,
+) -> Response {
+    let bad = |message: &str| ironic_error(StatusCode::BAD_REQUEST, message);
+    if let Some(code) = inner.inspection_script.pop_front() {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return ironic_error(status, &format!("scripted failure {code}"));
+    }
+    let dialect = match inner.config.inspection_reply {
+        InspectionDialect::ByVersion if version == ApiVersion::MINIMUM => InspectionDialect::Uuid,
+        InspectionDialect::ByVersion if version >= ApiVersion::new(1, 84) => {
+            InspectionDialect::Lookup
+        }
+        InspectionDialect::ByVersion => {
+            return ironic_error(StatusCode::NOT_FOUND, "API version 1.84 or newer is required");
+        }
+        fixed => fixed,
+    };
+    let Some(body) = body.filter(|b| b.is_object()) else {
+        return bad("Inspection data must be a JSON object");
+    };
+    let Some(interfaces) = body.pointer("/inventory/interfaces").and_then(Value::as_array) else {
+        return bad("The inventory with its interfaces is required");
+    };
+    let mut macs = Vec::new();
+    for iface in interfaces {
+        match iface.get("mac_address").and_then(Value::as_str) {
+            Some(mac) => macs.push(mac.to_owned()),
+            None => return bad("Every interface needs a string mac_address"),
+        }
+    }
+    if macs.is_empty() {
+        return bad("The inventory has no interfaces");
+    }
+    let config = &inner.config;
+    let uuid = query.iter().find(|(k, _)| k == "node_uuid").map(|(_, v)| v.as_str());
+    let matches = match uuid {
+        Some(u) => u == config.node_uuid,
+        None => macs.iter().any(|m| config.macs.iter().any(|own| own.eq_ignore_ascii_case(m))),
+    };
+    if !matches {
+        return ironic_error(StatusCode::NOT_FOUND, "Node could not be found.");
+    }
+    let reply = match dialect {
+        InspectionDialect::Lookup => {
+            let token = match &inner.node.token {
+                Some(_) => json!(MASKED_TOKEN),
+                None => {
+                    let fresh = fresh_token();
+                    inner.node.token = Some(fresh.clone());
+                    json!(fresh)
+                }
+            };
+            lookup_body(&inner.config, Some(token))
+        }
+        _ => json!({ "uuid": inner.config.node_uuid }),
+    };
+    (StatusCode::ACCEPTED, axum::Json(reply)).into_response()
 }
 
 /// 43 URL-safe characters, the shape of Ironic's `secrets.token_urlsafe()`.
