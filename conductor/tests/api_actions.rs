@@ -596,7 +596,7 @@ async fn continue_inspection_matches_stores_and_answers_by_version() {
     api.next_task();
     let stored = api.store.get_inspection_data(node.parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(stored["logs"].as_str().unwrap().len(), 3 << 20);
-    big["logs"] = json!("A".repeat(40 << 20));
+    big["logs"] = json!("A".repeat(5 << 20));
     let reply = api.call_v(Method::POST, path, None, Some(&big)).await;
     reply.assert_error(413, "larger");
 
@@ -617,7 +617,7 @@ async fn continue_inspection_matches_stores_and_answers_by_version() {
             "",
             json!({"inventory": {"interfaces": [{"mac_address": "bogus"}]}}),
             400,
-            "names no node",
+            "no interface with a valid MAC address",
         ),
     ] {
         let reply = api.call_v(Method::POST, &format!("{path}{query}"), version, Some(&body)).await;

@@ -10,6 +10,7 @@
 
 pub mod body;
 pub mod error;
+pub mod inspection;
 mod node_actions;
 mod nodes;
 pub mod patch;
@@ -42,8 +43,9 @@ use error::ApiError;
 
 /// The largest request body accepted, except on `continue_inspection`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// The largest inspection report accepted (it may carry compressed system logs).
-pub const MAX_INSPECTION_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// The largest inspection report accepted: room for compressed system logs, while a
+/// runaway or hostile ramdisk cannot make the conductor hold much.
+pub const MAX_INSPECTION_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Work the API hands to the orchestrator once the request has been accepted and its
 /// state change recorded.
@@ -111,7 +113,8 @@ impl ApiState {
 /// body limits and Ironic-shaped `404`/`405`s.
 pub fn router(state: ApiState) -> Router {
     let inspection = Router::new()
-        .route("/v1/continue_inspection", post(ramdisk::continue_inspection))
+        .route("/v1/continue_inspection", post(inspection::continue_inspection))
+        .route("/v1/continue", post(inspection::inspector_continue))
         .layer(DefaultBodyLimit::max(MAX_INSPECTION_BODY_BYTES));
     let main = Router::new()
         .route("/", get(root::root))
@@ -143,6 +146,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/ports/{port}", get(ports::show).patch(ports::update).delete(ports::delete))
         .route("/v1/lookup", get(ramdisk::lookup))
         .route("/v1/heartbeat/{node}", post(ramdisk::heartbeat))
+        .route(
+            "/v1/introspection/{node}",
+            post(inspection::start_introspection).get(inspection::introspection_status),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let routes = main
         .merge(inspection)

@@ -1,11 +1,10 @@
-//! The endpoints the ramdisk agent calls, without authentication: `GET /v1/lookup`,
-//! `POST /v1/heartbeat/{node}` and `POST /v1/continue_inspection`. Their security is the
+//! The endpoints the ramdisk agent calls, without authentication: `GET /v1/lookup` and
+//! `POST /v1/heartbeat/{node}` (inspection reports: `super::inspection`). Their security is the
 //! agent token: issued once per ramdisk boot on the first lookup, shown masked afterwards,
 //! and required on every heartbeat.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -25,17 +24,14 @@ use super::nodes::{parse_uuid, query};
 use super::version::RequestVersion;
 use super::view;
 use super::{ApiState, ConductorTask};
-use crate::store::{InfoChange, InfoView, Node, NodeQuery, StoreError, UpdateError};
+use crate::store::{InfoChange, InfoView, Node, StoreError, UpdateError};
 
 /// The `driver_internal_info` key holding the agent token.
 pub const TOKEN_KEY: &str = "agent_secret_token";
 
-/// `continue_inspection` speaks the lookup dialect from this version on.
-const INSPECTION_LOOKUP_VERSION: ApiVersion = ApiVersion::new(1, 84);
-
 /// The message of every failed lookup: the same whether the node does not exist or is in
 /// a state that allows no lookup, so that probing reveals nothing.
-const LOOKUP_NOT_FOUND: &str = "Node matching the lookup request could not be found.";
+pub(super) const LOOKUP_NOT_FOUND: &str = "Node matching the lookup request could not be found.";
 
 /// A fresh agent token: 32 random bytes, URL-safe base64 without padding (43 characters,
 /// the form of Python's `secrets.token_urlsafe()`). The bytes come from the operating
@@ -86,7 +82,7 @@ async fn issue_token(state: &ApiState, node: &Node) -> Result<String, ApiError> 
 
 /// The lookup reply: the node as the agent needs it (secrets masked) and the `config`
 /// block, with the token issued at 1.62 and later.
-async fn lookup_reply(
+pub(super) async fn lookup_reply(
     state: &ApiState,
     node: &Node,
     version: RequestVersion,
@@ -161,27 +157,46 @@ fn valid_macs(addresses: &str) -> Vec<String> {
         .collect()
 }
 
-/// The one node owning any of `macs`, or `None` when none does or they span nodes.
-async fn node_by_macs(state: &ApiState, macs: &[String]) -> Result<Option<Node>, ApiError> {
+/// Who owns a set of MACs.
+pub(super) enum MacOwners {
+    None,
+    One(Box<Node>),
+    /// The MACs span nodes: no answer is safe.
+    Several,
+}
+
+/// The node owning any of `macs`, telling "nobody" from "several nodes".
+pub(super) async fn node_by_macs_checked(
+    state: &ApiState,
+    macs: &[String],
+) -> Result<MacOwners, ApiError> {
     if macs.is_empty() {
-        return Ok(None);
+        return Ok(MacOwners::None);
     }
     let found = state.store.find_node_by_macs(macs).await?;
     match found.as_slice() {
         [uuid] => match state.store.get_node(&uuid.to_string()).await {
-            Ok(node) => Ok(Some(node)),
-            Err(StoreError::NodeNotFound(_)) => Ok(None),
+            Ok(node) => Ok(MacOwners::One(Box::new(node))),
+            Err(StoreError::NodeNotFound(_)) => Ok(MacOwners::None),
             Err(err) => Err(err.into()),
         },
-        [] => Ok(None),
+        [] => Ok(MacOwners::None),
         many => {
             tracing::warn!(nodes = many.len(), "addresses belong to several nodes");
-            Ok(None)
+            Ok(MacOwners::Several)
         }
     }
 }
 
-async fn node_by_uuid(state: &ApiState, uuid: Uuid) -> Result<Option<Node>, ApiError> {
+/// The one node owning any of `macs`, or `None` when none does or they span nodes.
+async fn node_by_macs(state: &ApiState, macs: &[String]) -> Result<Option<Node>, ApiError> {
+    Ok(match node_by_macs_checked(state, macs).await? {
+        MacOwners::One(node) => Some(*node),
+        MacOwners::None | MacOwners::Several => None,
+    })
+}
+
+pub(super) async fn node_by_uuid(state: &ApiState, uuid: Uuid) -> Result<Option<Node>, ApiError> {
     match state.store.get_node(&uuid.to_string()).await {
         Ok(node) => Ok(Some(node)),
         Err(StoreError::NodeNotFound(_)) => Ok(None),
@@ -372,139 +387,6 @@ pub async fn heartbeat(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InspectionParams {
-    node_uuid: Option<String>,
-}
-
-/// What the inspection report offers to find its node by.
-#[derive(Debug, Default, PartialEq)]
-struct InspectionKeys {
-    macs: Vec<String>,
-    bmc_addresses: Vec<String>,
-}
-
-/// Checks the report's required shape (`inventory.interfaces`, at least one, each with a
-/// string `mac_address`) and collects its MACs and BMC addresses.
-fn inspection_keys(body: &Value) -> Result<InspectionKeys, ApiError> {
-    let Some(obj) = body.as_object() else {
-        return Err(invalid("The inspection data must be a JSON object."));
-    };
-    let Some(inventory) = obj.get("inventory").and_then(Value::as_object) else {
-        return Err(invalid("The inspection data has no \"inventory\" object."));
-    };
-    let interfaces = match inventory.get("interfaces") {
-        Some(Value::Array(items)) if !items.is_empty() => items,
-        _ => {
-            return Err(invalid(
-                "\"inventory.interfaces\" must be a list with at least one interface.",
-            ))
-        }
-    };
-    let mut keys = InspectionKeys::default();
-    for (i, item) in interfaces.iter().enumerate() {
-        let Some(mac) = item.get("mac_address").and_then(Value::as_str) else {
-            return Err(invalid(format!(
-                "\"inventory.interfaces[{i}].mac_address\" must be a string."
-            )));
-        };
-        if let Ok(mac) = normalize_mac(mac) {
-            keys.macs.push(mac);
-        }
-    }
-    for key in ["bmc_address", "bmc_v6address"] {
-        match inventory.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(addr)) => {
-                if !addr.is_empty() && addr != "0.0.0.0" && addr != "::/0" {
-                    keys.bmc_addresses.push(addr.clone());
-                }
-            }
-            Some(_) => {
-                return Err(invalid(format!("\"inventory.{key}\" must be a string or null.")))
-            }
-        }
-    }
-    Ok(keys)
-}
-
-/// The host part of a BMC address as `driver_info` holds it (`10.0.0.1`,
-/// `https://10.0.0.1:8000`, `[fd00::1]`).
-fn bmc_host(value: &str) -> &str {
-    let rest = value.split_once("://").map_or(value, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host
-        }
-        _ => authority,
-    }
-}
-
-async fn node_by_bmc(state: &ApiState, addresses: &[String]) -> Result<Option<Node>, ApiError> {
-    if addresses.is_empty() {
-        return Ok(None);
-    }
-    let nodes = state.store.list_nodes(&NodeQuery::default()).await?;
-    Ok(nodes.into_iter().find(|node| {
-        node.driver_info.iter().any(|(key, value)| {
-            key.ends_with("_address")
-                && value.as_str().is_some_and(|v| addresses.iter().any(|a| a == bmc_host(v)))
-        })
-    }))
-}
-
-pub async fn continue_inspection(
-    State(state): State<ApiState>,
-    version: RequestVersion,
-    headers: HeaderMap,
-    uri: Uri,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, ApiError> {
-    // Exactly 1.1 (no header, which is what the agent sends) is ironic-inspector's
-    // dialect; otherwise 1.84 or later is needed.
-    let legacy = version.0 == ApiVersion::MINIMUM;
-    if !legacy && version.0 < INSPECTION_LOOKUP_VERSION {
-        return Err(ApiError::NotFound("API version 1.84 or newer is required".into()));
-    }
-    let params: InspectionParams = query(&uri)?;
-    if legacy && params.node_uuid.is_some() {
-        return Err(invalid("The node_uuid parameter needs API version 1.84 or later."));
-    }
-    let node_uuid = params.node_uuid.as_deref().map(parse_uuid).transpose()?;
-    let keys = inspection_keys(&body)?;
-    if node_uuid.is_none() && keys.macs.is_empty() && keys.bmc_addresses.is_empty() {
-        return Err(invalid(
-            "The inspection data names no node: no node_uuid, no valid MAC address and no BMC \
-             address.",
-        ));
-    }
-    let node = match node_uuid {
-        Some(uuid) => node_by_uuid(&state, uuid).await?,
-        None => match node_by_macs(&state, &keys.macs).await? {
-            Some(node) => Some(node),
-            None => node_by_bmc(&state, &keys.bmc_addresses).await?,
-        },
-    };
-    let node = node
-        .filter(|n| n.provision_state.lookup_allowed(false))
-        .ok_or_else(|| ApiError::NotFound(LOOKUP_NOT_FOUND.into()))?;
-    let slot = state.task_slot()?;
-    state.store.store_inspection_data(node.uuid, &body).await?;
-    tracing::info!(node = %node.uuid, "inspection data stored");
-    slot.send(ConductorTask::InspectionData { node: node.uuid });
-    let reply = if legacy {
-        json!({"uuid": node.uuid.to_string()})
-    } else {
-        lookup_reply(&state, &node, version, &headers).await?
-    };
-    Ok((StatusCode::ACCEPTED, Json(reply)).into_response())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,40 +423,5 @@ mod tests {
             valid_macs("52:54:00:12:34:56, bogus,,AA-BB-CC-DD-EE-FF"),
             vec!["52:54:00:12:34:56".to_owned(), "aa:bb:cc:dd:ee:ff".to_owned()]
         );
-    }
-
-    #[test]
-    fn inspection_shape_rules() {
-        let ok = json!({"inventory": {"interfaces": [{"mac_address": "52:54:00:12:34:56"}],
-            "bmc_address": "10.0.0.9", "bmc_v6address": null}});
-        let keys = inspection_keys(&ok).unwrap();
-        assert_eq!(keys.macs, vec!["52:54:00:12:34:56"]);
-        assert_eq!(keys.bmc_addresses, vec!["10.0.0.9"]);
-        for (bad, fragment) in [
-            (json!([]), "JSON object"),
-            (json!({}), "\"inventory\""),
-            (json!({"inventory": {"interfaces": []}}), "at least one"),
-            (json!({"inventory": {"interfaces": [{"name": "eth0"}]}}), "interfaces[0]"),
-            (
-                json!({"inventory": {"interfaces": [{"mac_address": "x"}], "bmc_address": 5}}),
-                "bmc_address",
-            ),
-        ] {
-            let err = inspection_keys(&bad).unwrap_err().to_string();
-            assert!(err.contains(fragment), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn bmc_hosts() {
-        for (value, host) in [
-            ("10.0.0.1", "10.0.0.1"),
-            ("10.0.0.1:623", "10.0.0.1"),
-            ("https://10.0.0.1:8000/redfish/v1", "10.0.0.1"),
-            ("[fd00::1]:443", "fd00::1"),
-            ("fd00::1", "fd00::1"),
-        ] {
-            assert_eq!(bmc_host(value), host, "{value}");
-        }
     }
 }

@@ -1,7 +1,8 @@
 //! The whole life of a server, driven through the conductor's API as an operator would:
-//! enroll (`ipmi` driver, the lab's BMC) → manage → provide (automated cleaning in the
-//! ramdisk) → deploy a whole-disk qcow2 → the server boots it from its own disk → the
-//! disk equals the image → undeploy (cleaning again) → available.
+//! enroll (`ipmi` driver, the lab's BMC) → manage → inspect (the ramdisk reports the
+//! hardware; properties and ports must match the VM) → provide (automated cleaning in
+//! the ramdisk) → deploy a whole-disk qcow2 → the server boots it from its own disk →
+//! the disk equals the image → undeploy (cleaning again) → available.
 //!
 //! Each state change, step and the image write's progress is reported through a
 //! [`Narrator`]; the result holds the timings.
@@ -53,6 +54,8 @@ pub struct DeployImage {
 #[derive(Debug, Clone, Default)]
 pub struct Timings {
     pub manage: Duration,
+    /// inspect → manageable (power-on, ramdisk boot, report, processing, power-off).
+    pub inspect: Duration,
     /// provide → available (power-on, ramdisk boot, erase, power-off).
     pub clean: Duration,
     /// deploy → active.
@@ -77,6 +80,7 @@ impl Timings {
         let mut rows = vec![
             ("power-on → first heartbeat (each ramdisk boot)", heartbeats.join(", ")),
             ("manage (BMC credentials checked)", secs(self.manage)),
+            ("inspect: inspect → manageable", secs(self.inspect)),
             ("clean: provide → available", secs(self.clean)),
             ("deploy: deploy → active (qcow2)", secs(self.deploy)),
         ];
@@ -303,6 +307,13 @@ pub async fn run(
     timings.manage = at.elapsed();
 
     let at = Instant::now();
+    api.provision(&uuid, "inspect").await?;
+    let watch = wait_for(&api, lab, &uuid, "manageable", narrator).await?;
+    timings.inspect = at.elapsed();
+    timings.power_on_to_heartbeat.extend(watch.heartbeat_after_power_on);
+    check_inspection(&api, &uuid, narrator).await?;
+
+    let at = Instant::now();
     api.provision(&uuid, "provide").await?;
     let watch = wait_for(&api, lab, &uuid, "available", narrator).await?;
     timings.clean = at.elapsed();
@@ -366,6 +377,46 @@ pub async fn run(
         timings.whole.as_secs_f64()
     ));
     Ok(timings)
+}
+
+/// What inspection must have found: the lab machine itself.
+async fn check_inspection(api: &Api, uuid: &str, narrator: &dyn Narrator) -> anyhow::Result<()> {
+    let node = api.node(uuid).await?;
+    let properties = &node["properties"];
+    narrator.say(&format!(
+        "inspected: cpus {}, cpu_arch {}, memory_mb {}, local_gb {}, capabilities {}",
+        properties["cpus"], properties["cpu_arch"], properties["memory_mb"], properties["local_gb"],
+        properties["capabilities"]
+    ));
+    let expected_gb = super::stack::DISK_BYTES / (1 << 30) - 1;
+    let memory = properties["memory_mb"].as_u64().unwrap_or(0);
+    if properties["cpus"] != json!(1)
+        || properties["cpu_arch"] != json!("x86_64")
+        || properties["local_gb"] != json!(expected_gb)
+        || !(u64::from(super::MEMORY_MIB) - 64..=u64::from(super::MEMORY_MIB)).contains(&memory)
+    {
+        bail!(
+            "inspection does not describe the lab machine (1 CPU, x86_64, {} MiB, {expected_gb} \
+             GiB after the 1 GiB Ironic keeps): {properties}",
+            super::MEMORY_MIB
+        );
+    }
+    let ports =
+        api.call(reqwest::Method::GET, &format!("/v1/ports/detail?node={uuid}"), None).await?;
+    let ports = ports["ports"].as_array().cloned().unwrap_or_default();
+    let macs: Vec<(&str, bool)> = ports
+        .iter()
+        .map(|p| (p["address"].as_str().unwrap_or(""), p["pxe_enabled"] == json!(true)))
+        .collect();
+    if macs != [(MAC, true)] {
+        bail!("after inspection the node's ports are {macs:?}, not the VM's NIC {MAC} (PXE)");
+    }
+    let inventory = api.call(reqwest::Method::GET, &format!("/v1/nodes/{uuid}/inventory"), None).await?;
+    let disks = inventory["inventory"]["disks"].as_array().map_or(0, Vec::len);
+    if disks == 0 || inventory["plugin_data"].is_null() {
+        bail!("GET /v1/nodes/{uuid}/inventory lacks the disks or plugin_data: {inventory}");
+    }
+    Ok(())
 }
 
 /// `qemu-img compare` of the server's disk (raw, possibly in use: `-U`) and the image.

@@ -46,7 +46,8 @@ pub struct Stack {
 
 /// The conductor's configuration for the lab: agents reach it as `http://10.0.2.100`,
 /// the ramdisk is the default deploy kernel and ramdisk, cleaning runs only the metadata
-/// erase, and the waits are short so that the cycle does not idle under TCG.
+/// erase, and the waits are short so that the cycle does not idle under TCG (the lab
+/// network has no switch, so the LLDP listen is cut short).
 fn conductor_config() -> String {
     format!(
         "public_url = \"{CONDUCTOR_GUEST_URL}\"
@@ -66,6 +67,9 @@ post_deploy_get_power_state_retries = 30
 
 [power]
 sync_interval = 10
+
+[inspector]
+extra_kernel_params = \"ipa-collect-lldp=1 ipa-lldp-timeout=2\"
 "
     )
 }
