@@ -179,3 +179,131 @@ impl Store {
         Ok(Some(StoredInspection { data, plugin_data }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::inspection::{NewPort, PortUpdate};
+    use crate::store::{Node, Port, PortQuery};
+
+    fn map(value: Value) -> JsonMap {
+        match value {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outcome_changes_ports_properties_and_plugin_data_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).await.unwrap();
+        let mut node = Node::new("fake-hardware");
+        node.properties = map(json!({"cpus": 1, "vendor": "kept"}));
+        let node = store.create_node(&node).await.unwrap();
+        let other = store.create_node(&Node::new("fake-hardware")).await.unwrap();
+        let stale = store.create_port(&Port::new(node.uuid, "52:54:00:00:00:01")).await.unwrap();
+        let kept = store.create_port(&Port::new(node.uuid, "52:54:00:00:00:02")).await.unwrap();
+        let foreign = store.create_port(&Port::new(other.uuid, "52:54:00:00:00:09")).await.unwrap();
+        let report = json!({"inventory": {"interfaces": []}, "error": null});
+        store.store_inspection_data(node.uuid, &report).await.unwrap();
+        let unprocessed = store.get_inspection(node.uuid).await.unwrap().unwrap();
+        assert_eq!(unprocessed, StoredInspection { data: report.clone(), plugin_data: None });
+
+        let llc = map(json!({"switch_id": "aa:bb:cc:dd:ee:ff", "port_id": "Ethernet1"}));
+        let outcome = InspectionOutcome {
+            properties: map(json!({"cpus": 4, "memory_mb": 2048})),
+            new_ports: vec![
+                NewPort {
+                    address: "52:54:00:00:00:03".into(),
+                    pxe_enabled: true,
+                    local_link_connection: llc.clone(),
+                },
+                NewPort {
+                    address: "52:54:00:00:00:09".into(),
+                    pxe_enabled: true,
+                    local_link_connection: JsonMap::new(),
+                },
+            ],
+            port_updates: vec![
+                PortUpdate {
+                    address: "52:54:00:00:00:02".into(),
+                    pxe_enabled: Some(false),
+                    local_link_connection: Some(llc.clone()),
+                },
+                PortUpdate { address: "52:54:00:00:00:77".into(), ..PortUpdate::default() },
+            ],
+            delete_ports: vec![stale.uuid, foreign.uuid],
+            plugin_data: JsonMap::new(),
+        };
+        let plugin = map(json!({"valid_interfaces": {"eth0": {}}, "error": null}));
+        let applied = store.apply_inspection(node.uuid, &outcome, &plugin).await.unwrap();
+        assert_eq!(
+            applied,
+            AppliedInspection {
+                created: vec!["52:54:00:00:00:03".into()],
+                updated: vec!["52:54:00:00:00:02".into()],
+                deleted: vec![stale.uuid],
+                taken_macs: vec!["52:54:00:00:00:09".into()],
+                missing_macs: vec!["52:54:00:00:00:77".into()],
+            }
+        );
+
+        let after = store.get_node(&node.uuid.to_string()).await.unwrap();
+        assert_eq!(after.properties, map(json!({"cpus": 4, "memory_mb": 2048, "vendor": "kept"})));
+        assert!(after.inspection_finished_at.is_some());
+        let query = PortQuery { node_uuid: Some(node.uuid), ..PortQuery::default() };
+        let ports = store.list_ports(&query).await.unwrap();
+        let addresses: Vec<&str> = ports.iter().map(|p| p.address.as_str()).collect();
+        assert_eq!(addresses, ["52:54:00:00:00:02", "52:54:00:00:00:03"]);
+        let updated = &ports[0];
+        assert_eq!(updated.uuid, kept.uuid);
+        assert!(!updated.pxe_enabled);
+        assert_eq!(updated.local_link_connection, llc);
+        assert_eq!(updated.version, kept.version + 1);
+        assert!(ports[1].pxe_enabled);
+        assert_eq!(ports[1].local_link_connection, llc);
+        assert_eq!(store.get_port(foreign.uuid).await.unwrap(), foreign, "another node's port");
+
+        let stored = store.get_inspection(node.uuid).await.unwrap().unwrap();
+        assert_eq!(stored, StoredInspection { data: report, plugin_data: Some(plugin) });
+        // A new report replaces the old one's plugin data.
+        let newer = json!({"inventory": {"interfaces": [{"mac_address": "52:54:00:00:00:03"}]}});
+        store.store_inspection_data(node.uuid, &newer).await.unwrap();
+        let stored = store.get_inspection(node.uuid).await.unwrap().unwrap();
+        assert_eq!(stored, StoredInspection { data: newer, plugin_data: None });
+    }
+
+    #[tokio::test]
+    async fn a_bad_mac_or_a_missing_node_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).await.unwrap();
+        let node = store.create_node(&Node::new("fake-hardware")).await.unwrap();
+        let port = store.create_port(&Port::new(node.uuid, "52:54:00:00:00:01")).await.unwrap();
+        let outcome = InspectionOutcome {
+            properties: map(json!({"cpus": 4})),
+            new_ports: vec![NewPort {
+                address: "not a mac".into(),
+                pxe_enabled: true,
+                local_link_connection: JsonMap::new(),
+            }],
+            delete_ports: vec![port.uuid],
+            ..InspectionOutcome::default()
+        };
+        let err = store.apply_inspection(node.uuid, &outcome, &JsonMap::new()).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidMac(_)), "{err}");
+        assert_eq!(store.get_port(port.uuid).await.unwrap(), port, "rolled back");
+        let after = store.get_node(&node.uuid.to_string()).await.unwrap();
+        assert!(after.properties.is_empty());
+        assert!(after.inspection_finished_at.is_none());
+        assert_eq!(store.get_inspection(node.uuid).await.unwrap(), None);
+
+        let missing = uuid::Uuid::new_v4();
+        let err = store
+            .apply_inspection(missing, &InspectionOutcome::default(), &JsonMap::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NodeNotFound(_)), "{err}");
+    }
+}
