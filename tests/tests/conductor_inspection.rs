@@ -21,6 +21,7 @@ use ferric_conductor::bmc::{BootDevice, DriverRegistry, PowerState};
 use ferric_conductor::config::ConductorConfig;
 use ferric_conductor::service;
 use ferric_tests::agent_process::{agent_binary, AgentArgs, AgentProcess};
+use ferric_tests::baremetal::run_ferric;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -378,6 +379,30 @@ async fn inspection_fills_properties_and_ports_and_the_inventory_endpoint() {
     for key in ["inventory", "logs"] {
         assert!(!plugin.contains_key(key), "{key} is not plugin data: {plugin:#?}");
     }
+
+    // `ferric node inventory`: the reply as JSON, or a summary for people.
+    let out =
+        run_ferric(&lab.url, &["node", "inventory", "inspect-1", "-f", "json"]).await.unwrap();
+    out.ensure_success("ferric node inventory -f json").unwrap();
+    let printed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(printed, reply);
+    let out = run_ferric(&lab.url, &["node", "inventory", "inspect-1"]).await.unwrap();
+    out.ensure_success("ferric node inventory").unwrap();
+    let cells = |needle: &str| -> Vec<String> {
+        let line = out.stdout.lines().find(|l| l.contains(needle));
+        let line = line.unwrap_or_else(|| panic!("no {needle:?} row:\n{}", out.stdout));
+        line.split('|').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect()
+    };
+    assert_eq!(cells("CPU count"), ["CPU count", &inv["cpu"]["count"].to_string()]);
+    let disk = &report["root_disk"];
+    let disk_row = cells(disk["name"].as_str().unwrap());
+    assert_eq!(
+        disk_row[1],
+        format!("{:.1} GiB", disk["size"].as_u64().unwrap() as f64 / GIB as f64)
+    );
+    let nic_row = cells(nic["name"].as_str().unwrap());
+    assert_eq!(nic_row[1], nic["mac_address"].as_str().unwrap(), "{}", out.stdout);
+    assert_eq!(nic_row[2], nic["ipv4_address"].as_str().unwrap(), "{}", out.stdout);
     lab.stop().await;
 }
 
