@@ -30,7 +30,9 @@
 //!   name of a file in the image directory (served at `/images/{name}`), on the command
 //!   line `ipa-api-url=<api url>`, the node's `kernel_append_params` (`driver_info`, else
 //!   the configured default), `BOOTIF=${mac}` and `initrd=ramdisk` (needed by EFI stub
-//!   kernels). Downloads that fail are retried every 10 s.
+//!   kernels). Downloads that fail are retried every 10 s. A node that is `inspecting`
+//!   or in `inspect wait` also gets `ipa-inspection-callback-url=<api url>/v1/continue_inspection`
+//!   and the `[inspector] extra_kernel_params`, so that its agent posts what it finds.
 //!
 //! An unknown MAC gets a script that says so, waits 10 s and exits to the firmware's next
 //! boot device; a failed store lookup gets one that retries. Neither is an HTTP error:
@@ -140,6 +142,8 @@ pub struct BootConfig {
     /// Used when `driver_info.kernel_append_params` is absent (Ironic's default is
     /// `nofb vga=normal`).
     pub kernel_append_params: String,
+    /// Added for a node being inspected (`[inspector] extra_kernel_params`).
+    pub inspection_kernel_params: String,
 }
 
 /// Why no script can be built for a node.
@@ -191,11 +195,25 @@ fn check_word(field: &'static str, word: &str) -> Result<(), BootScriptError> {
 
 /// Splits `kernel_append_params` into words, refusing anything iPXE would interpret.
 pub fn check_kernel_append_params(params: &str) -> Result<Vec<&str>, BootScriptError> {
+    check_kernel_params("kernel_append_params", params)
+}
+
+/// Splits kernel parameters (named `field` in errors) into words, refusing anything iPXE
+/// would interpret.
+pub fn check_kernel_params<'a>(
+    field: &'static str,
+    params: &'a str,
+) -> Result<Vec<&'a str>, BootScriptError> {
     params
         .split([' ', '\t'])
         .filter(|word| !word.is_empty())
-        .map(|word| check_word("kernel_append_params", word).map(|()| word))
+        .map(|word| check_word(field, word).map(|()| word))
         .collect()
+}
+
+/// The URL an inspecting ramdisk posts its report to, under the conductor API `api_url`.
+pub fn inspection_callback_url(api_url: &str) -> String {
+    format!("{}/v1/continue_inspection", api_url.trim_end_matches('/'))
 }
 
 fn check_url(field: &'static str, url: &str) -> Result<(), BootScriptError> {
@@ -396,6 +414,14 @@ pub fn plan(params: &BootParams, config: &BootConfig) -> Result<NodeBoot, BootSc
     let append =
         driver_info_str(params, "kernel_append_params")?.unwrap_or(&config.kernel_append_params);
     kernel_params.extend(check_kernel_append_params(append)?.into_iter().map(str::to_owned));
+    if matches!(params.provision_state, ProvisionState::Inspecting | ProvisionState::InspectWait) {
+        kernel_params.push(format!(
+            "ipa-inspection-callback-url={}",
+            inspection_callback_url(&config.api_url)
+        ));
+        let extra = check_kernel_params("extra_kernel_params", &config.inspection_kernel_params)?;
+        kernel_params.extend(extra.into_iter().map(str::to_owned));
+    }
     Ok(NodeBoot::Ramdisk { kernel_url, ramdisk_url, kernel_params })
 }
 

@@ -102,6 +102,7 @@ pub async fn run_on(
         deploy_kernel: config.deploy.deploy_kernel.clone(),
         deploy_ramdisk: config.deploy.deploy_ramdisk.clone(),
         kernel_append_params: config.deploy.kernel_append_params.clone(),
+        inspection_kernel_params: config.inspector.extra_kernel_params.clone(),
     };
     let app = api::router(ApiState {
         store: store.clone(),

@@ -11,6 +11,7 @@
 pub mod body;
 pub mod error;
 pub mod inspection;
+mod inventory;
 mod node_actions;
 mod nodes;
 pub mod patch;
@@ -125,6 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{node}", get(nodes::show).patch(nodes::update).delete(nodes::delete))
         .route("/v1/nodes/{node}/ports", get(ports::list_for_node))
         .route("/v1/nodes/{node}/ports/detail", get(ports::list_for_node_detail))
+        .route("/v1/nodes/{node}/inventory", get(inventory::show))
         .route("/v1/nodes/{node}/states", get(node_actions::states))
         .route("/v1/nodes/{node}/states/provision", put(node_actions::provision))
         .route("/v1/nodes/{node}/states/power", put(node_actions::power))

@@ -238,7 +238,11 @@ pub async fn provision(
         _ => transition,
     };
     transition = transition.last_error(if event == Event::Abort {
-        LastError::Set(format!("Aborted by request while in \"{current}\"."))
+        LastError::Set(if current == ProvisionState::InspectWait {
+            crate::orchestrate::inspect::INSPECTION_ABORTED.to_owned()
+        } else {
+            format!("Aborted by request while in \"{current}\".")
+        })
     } else {
         LastError::Clear
     });
@@ -449,7 +453,7 @@ pub async fn validate(
 /// Verbs that boot the deploy ramdisk, and so need a usable boot interface.
 fn boots_ramdisk(verb: ProvisionVerb) -> bool {
     use ProvisionVerb as V;
-    matches!(verb, V::Provide | V::Clean | V::Active | V::Deploy | V::Rebuild)
+    matches!(verb, V::Provide | V::Clean | V::Active | V::Deploy | V::Rebuild | V::Inspect)
 }
 
 /// The node's boot mode (`instance_info`, capabilities, else the configured default).

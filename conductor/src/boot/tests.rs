@@ -15,6 +15,7 @@ fn config() -> BootConfig {
         deploy_kernel: Some("ferric.kernel".to_owned()),
         deploy_ramdisk: Some("ferric.initramfs".to_owned()),
         kernel_append_params: "nofb vga=normal".to_owned(),
+        inspection_kernel_params: "ipa-collect-lldp=1".to_owned(),
     }
 }
 
@@ -463,4 +464,36 @@ fn deploy_iso_is_a_url_or_a_served_file_and_every_problem_is_named() {
         "boot interface implementation 'redfish-virtual-media' is not supported by hardware \
          type ipmi."
     );
+}
+
+#[test]
+fn inspecting_nodes_get_the_callback_and_the_inspector_parameters() {
+    let expected_inspection = [
+        "ipa-inspection-callback-url=http://10.0.2.100:6385/v1/continue_inspection",
+        "ipa-collect-lldp=1",
+    ];
+    for (state, inspecting) in [
+        (ProvisionState::Inspecting, true),
+        (ProvisionState::InspectWait, true),
+        (ProvisionState::CleanWait, false),
+        (ProvisionState::Manageable, false),
+        (ProvisionState::InspectFailed, false),
+    ] {
+        let Ok(NodeBoot::Ramdisk { kernel_params, .. }) =
+            plan(&params(state, json!({})), &config())
+        else {
+            panic!("{state:?}: no ramdisk");
+        };
+        assert_eq!(kernel_params[0], "ipa-api-url=http://10.0.2.100:6385", "{state:?}");
+        for word in expected_inspection {
+            assert_eq!(kernel_params.iter().any(|p| p == word), inspecting, "{state:?} {word}");
+        }
+        if inspecting {
+            assert_eq!(kernel_params[kernel_params.len() - 2..], expected_inspection, "{state:?}");
+        }
+    }
+    let bad = BootConfig { inspection_kernel_params: "a=$b".to_owned(), ..config() };
+    let err = plan(&params(ProvisionState::InspectWait, json!({})), &bad).unwrap_err();
+    assert_eq!(err, BootScriptError::UnsafeValue { field: "extra_kernel_params", what: "'$'" });
+    assert!(plan(&params(ProvisionState::CleanWait, json!({})), &bad).is_ok());
 }

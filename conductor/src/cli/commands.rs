@@ -30,6 +30,8 @@ const CONFIGDRIVE_VENDOR_DATA_VERSION: ApiVersion = ApiVersion::new(1, 59);
 const RESOURCE_CLASS_VERSION: ApiVersion = ApiVersion::new(1, 21);
 /// `*_interface` fields on nodes.
 const INTERFACES_VERSION: ApiVersion = ApiVersion::new(1, 31);
+/// `GET /v1/nodes/{node}/inventory`.
+const INVENTORY_VERSION: ApiVersion = ApiVersion::new(1, 81);
 /// Aborting a deployment that waits for its agent.
 const ABORT_DEPLOY_WAIT_VERSION: ApiVersion = ApiVersion::new(1, 110);
 
@@ -238,6 +240,7 @@ async fn node_command(ctx: &mut Ctx<'_, '_>, command: NodeCommand) -> Result<(),
             provision(ctx, &a.node, ProvisionVerb::Unhold, Map::new(), WaitArg { wait: None }).await
         }
         NodeCommand::Validate(a) => node_validate(ctx, &a.node).await,
+        NodeCommand::Inventory(a) => node_inventory(ctx, &a.node).await,
         NodeCommand::Power(PowerCommand::On(a)) => {
             power(ctx, &a.node, PowerTarget::On, a.power_timeout).await
         }
@@ -454,6 +457,20 @@ pub fn add_deploy_progress_row(node: &mut Value) {
     if let (Some(text), Some(map)) = (text, node.as_object_mut()) {
         map.insert("deploy_progress".into(), Value::String(text));
     }
+}
+
+/// `node inventory`: the API's reply as JSON, or a summary with the node's ports (for
+/// the switch ports LLDP did not report).
+async fn node_inventory(ctx: &mut Ctx<'_, '_>, node: &str) -> Result<(), CliError> {
+    let url = ctx.url(&["v1", "nodes", node, "inventory"])?;
+    let reply = ctx.api.json(Method::GET, url, None, need(INVENTORY_VERSION)).await?;
+    if ctx.format == Format::Json {
+        return ctx.print_json(&reply);
+    }
+    let url = ctx.url(&["v1", "nodes", node, "ports", "detail"])?;
+    let ports = ctx.api.json(Method::GET, url, None, need(ApiVersion::MINIMUM)).await?;
+    let ports = ports.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    ctx.print(&super::inventory::summary(&reply, &ports))
 }
 
 /// The JSON patch of `node set`.

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod commands;
 pub mod erase_report;
+pub mod inventory;
 pub mod kv;
 pub mod table;
 pub mod wait;
@@ -133,6 +134,8 @@ pub enum NodeCommand {
     Inspect(ProvisionArgs),
     /// Abort the operation a node is waiting in.
     Abort(NodeRef),
+    /// What the node's last inspection found: CPU, memory, disks, NICs, BMC.
+    Inventory(NodeRef),
     /// Resume cleaning held by a `conductor.hold` step (`clean hold` → `clean wait`).
     Unhold(NodeRef),
     /// Check each interface of a node's driver.

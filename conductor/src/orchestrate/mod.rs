@@ -3,6 +3,7 @@
 
 pub mod clean;
 pub mod deploy;
+pub mod inspect;
 pub mod plan;
 pub mod reboot;
 pub mod retry;

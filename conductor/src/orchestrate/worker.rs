@@ -131,16 +131,18 @@ impl Orchestrator {
                     self.start_deploy(node, &request).await
                 }
                 ProvisionVerb::Deleted | ProvisionVerb::Undeploy => self.tear_down(node).await,
-                ProvisionVerb::Abort => self.abort(node).await,
+                ProvisionVerb::Inspect => self.start_inspection(node).await,
+                ProvisionVerb::Abort => {
+                    self.abort(node).await;
+                    self.abort_inspection(node).await
+                }
                 ProvisionVerb::Unhold => self.unhold(node).await,
                 other => {
                     tracing::info!(node = %node, verb = %other, "no orchestration for this verb");
                 }
             },
             ConductorTask::Heartbeat { node } => self.heartbeat(node).await,
-            ConductorTask::InspectionData { node } => {
-                tracing::info!(node = %node, "inspection data recorded; processing is not part of this conductor yet");
-            }
+            ConductorTask::InspectionData { node } => self.inspection_data(node).await,
         }
     }
 

@@ -22,6 +22,7 @@
 mod checkpoint;
 mod codec;
 mod info_merge;
+mod inspection;
 mod nodes;
 mod ports;
 
@@ -35,6 +36,7 @@ use sqlx::sqlite::{
 
 pub use codec::normalize_mac;
 pub use info_merge::{InfoChange, InfoView};
+pub use inspection::{AppliedInspection, StoredInspection};
 pub use nodes::{
     InvalidSortKey, LastError, Node, NodeListItem, NodeQuery, NodeSortKey, TakenOver, Transition,
     TransitionOutcome, UpdateError,

@@ -685,7 +685,7 @@ fn merge_info(id: &str, text: &str, set: &JsonMap, remove: &[&str]) -> Result<St
 }
 
 /// The node with this UUID or name, read through `exec`.
-async fn fetch_node<'e>(
+pub(super) async fn fetch_node<'e>(
     exec: impl sqlx::SqliteExecutor<'e>,
     ident: &str,
 ) -> Result<Node, StoreError> {
@@ -711,7 +711,7 @@ async fn fetch_node<'e>(
 
 /// Writes the saved columns of `node` if its version still matches; `None` when no row
 /// matched (changed meanwhile, or gone).
-async fn write_node<'e>(
+pub(super) async fn write_node<'e>(
     exec: impl sqlx::SqliteExecutor<'e>,
     node: &Node,
 ) -> Result<Option<Node>, StoreError> {

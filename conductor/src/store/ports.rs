@@ -337,7 +337,8 @@ impl Store {
             .collect()
     }
 
-    /// Stores (replacing any earlier) inspection data posted for the node.
+    /// Stores (replacing any earlier) inspection data posted for the node; the plugin data
+    /// of an earlier report goes with it.
     pub async fn store_inspection_data(
         &self,
         node_uuid: Uuid,
@@ -355,7 +356,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO inspection_data (node_uuid, data, created_at) VALUES (?, ?, ?) \
              ON CONFLICT (node_uuid) DO UPDATE SET data = excluded.data, \
-             created_at = excluded.created_at",
+             created_at = excluded.created_at, plugin_data = NULL",
         )
         .bind(&node)
         .bind(data.to_string())

@@ -1,0 +1,3 @@
+-- What processing made of an inspection report (the hooks' plugin data), shown beside
+-- the inventory; NULL until the report has been processed.
+ALTER TABLE inspection_data ADD COLUMN plugin_data TEXT;
