@@ -524,3 +524,154 @@ async fn an_inspection_without_a_report_times_out() {
     assert!(lab.ports(&uuid).await.is_empty());
     lab.stop().await;
 }
+
+/// The nodes the API lists.
+async fn node_uuids(lab: &Lab) -> Vec<String> {
+    let (status, reply) = lab.call(Method::GET, "/v1/nodes", None).await;
+    assert_eq!(status, 200, "{reply}");
+    reply["nodes"].as_array().unwrap().iter().map(|n| n["uuid"].as_str().unwrap().into()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_discovery_enrolls_an_unknown_machine_once() {
+    let lab = Lab::start(false, |config| {
+        config.inspector.auto_discovery = true;
+        config.inspector.discovery_driver = "fake-hardware".into();
+        config.inspector.discovery_driver_info =
+            json!({"fake_power_delay": 0}).as_object().unwrap().clone();
+    })
+    .await;
+    let mut report = lab.report(None);
+    report["inventory"]["bmc_address"] = json!("192.0.2.77");
+    let mac = lab.inventory["interfaces"][0]["mac_address"].as_str().unwrap().to_owned();
+    report["boot_interface"] = json!(format!("01-{}", mac.replace(':', "-")));
+
+    // Off by default elsewhere; here the unknown machine is enrolled, in enroll.
+    let (status, reply) = lab
+        .call_as(
+            "1.1",
+            Method::POST,
+            "/v1/continue_inspection",
+            Some(serde_json::to_vec(&report).unwrap()),
+        )
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let uuid = reply["uuid"].as_str().unwrap().to_owned();
+    assert_eq!(node_uuids(&lab).await, std::slice::from_ref(&uuid));
+    let deadline = Instant::now() + STEP;
+    let node = loop {
+        let node = lab.node(&uuid).await;
+        if node["properties"]["cpus"].is_number() || Instant::now() > deadline {
+            break node;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(node["provision_state"], "enroll", "{node:#}");
+    assert_eq!(node["driver"], "fake-hardware");
+    assert_eq!(node["driver_info"]["fake_power_delay"], json!(0), "{node:#}");
+    assert_eq!(node["driver_info"]["bmc_address"], json!("192.0.2.77"), "{node:#}");
+    assert_eq!(
+        node["properties"]["cpus"], lab.inventory["cpu"]["count"],
+        "the hooks ran over the discovered machine's report: {node:#}"
+    );
+    let ports = lab.ports(&uuid).await;
+    assert_eq!(ports.len(), 1, "{ports:#?}");
+    assert_eq!(ports[0]["address"], json!(mac));
+    let (status, stored) =
+        lab.call(Method::GET, &format!("/v1/nodes/{uuid}/inventory"), None).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["plugin_data"]["auto_discovered"], json!(true), "{stored:#}");
+
+    // The same machine again (by MAC): the same node, no second enrolment.
+    let (status, reply) = lab
+        .call_as(
+            "1.1",
+            Method::POST,
+            "/v1/continue_inspection",
+            Some(serde_json::to_vec(&report).unwrap()),
+        )
+        .await;
+    assert_eq!((status, reply["uuid"].as_str()), (202, Some(uuid.as_str())), "{reply}");
+    // A report naming only the BMC address (a NIC that has no port yet) finds it too.
+    let mut by_bmc = report.clone();
+    by_bmc["inventory"]["interfaces"] =
+        json!([{"name": "eth9", "mac_address": "52:54:00:ab:cd:ef"}]);
+    by_bmc["boot_interface"] = Value::Null;
+    let (status, reply) = lab.call(Method::POST, "/v1/continue", Some(by_bmc)).await;
+    assert_eq!((status, reply["uuid"].as_str()), (200, Some(uuid.as_str())), "{reply}");
+    assert_eq!(
+        node_uuids(&lab).await,
+        std::slice::from_ref(&uuid),
+        "exactly one node was enrolled"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discoverd_and_inspector_endpoints_for_old_ramdisks_and_scripts() {
+    let lab = Lab::start(false, |_| {}).await;
+    let uuid = lab.enrol("legacy").await;
+    let mac = lab.inventory["interfaces"][0]["mac_address"].as_str().unwrap().to_owned();
+    let (status, port) =
+        lab.call(Method::POST, "/v1/ports", Some(json!({"address": mac, "node_uuid": uuid}))).await;
+    assert_eq!(status, 201, "{port}");
+
+    // Never inspected: discoverd's status is a 404 in inspector's error shape.
+    let status_path = format!("/v1/introspection/{uuid}");
+    let (status, reply) = lab.call_as("1.1", Method::GET, &status_path, None).await;
+    assert_eq!(status, 404, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains(&uuid), "{reply}");
+
+    // discoverd's "introspect this node" is the inspect verb.
+    let (status, reply) = lab.call_as("1.1", Method::POST, &status_path, None).await;
+    assert_eq!(status, 202, "{reply}");
+    lab.wait_state(&uuid, "inspect wait").await;
+    let (status, reply) = lab.call_as("1.1", Method::GET, &status_path, None).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!((reply["finished"].clone(), reply["error"].clone()), (json!(false), Value::Null));
+
+    // An old ramdisk posts to inspector's /v1/continue and gets {"uuid": ...}.
+    let (status, reply) = lab
+        .call_as(
+            "1.1",
+            Method::POST,
+            "/v1/continue",
+            Some(serde_json::to_vec(&lab.report(None)).unwrap()),
+        )
+        .await;
+    assert_eq!((status, reply.clone()), (200, json!({"uuid": uuid})), "{reply}");
+    let node = lab.wait_state(&uuid, "manageable").await;
+    assert_eq!(node["properties"]["cpus"], lab.inventory["cpu"]["count"], "{node:#}");
+    let (_, reply) = lab.call_as("1.1", Method::GET, &status_path, None).await;
+    assert_eq!((reply["finished"].clone(), reply["error"].clone()), (json!(true), Value::Null));
+
+    // A second introspection whose ramdisk reports an error: finished, with the error.
+    let (status, _) = lab.call_as("1.1", Method::POST, &status_path, None).await;
+    assert_eq!(status, 202);
+    lab.wait_state(&uuid, "inspect wait").await;
+    let (status, _) = lab
+        .call_as(
+            "1.1",
+            Method::POST,
+            "/v1/continue",
+            Some(serde_json::to_vec(&lab.report(Some("no disks found"))).unwrap()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    lab.wait_state(&uuid, "inspect failed").await;
+    let (_, reply) = lab.call_as("1.1", Method::GET, &status_path, None).await;
+    assert_eq!(reply["finished"], json!(true), "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("no disks found"), "{reply}");
+
+    // Errors keep inspector's shape: an unknown node, a report nobody owns.
+    let (status, reply) =
+        lab.call_as("1.1", Method::POST, "/v1/introspection/no-such-node", None).await;
+    assert_eq!(status, 404, "{reply}");
+    assert!(reply["error"]["message"].is_string(), "{reply}");
+    let stray = json!({"inventory": {"interfaces": [{"mac_address": "52:54:00:00:00:01"}]}});
+    let (status, reply) = lab.call(Method::POST, "/v1/continue", Some(stray)).await;
+    assert_eq!(status, 404, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("could not be found"));
+    assert_eq!(node_uuids(&lab).await, std::slice::from_ref(&uuid), "no auto-discovery by default");
+    lab.stop().await;
+}

@@ -183,12 +183,13 @@ fn is_auto_discovered(node: &Node) -> bool {
         && node.driver_internal_info.get(AUTO_DISCOVERED_KEY) == Some(&Value::Bool(true))
 }
 
-/// The `driver_info` key of a driver's BMC address.
-fn bmc_address_key(driver: &str) -> Option<&'static str> {
+/// The `driver_info` key of a driver's BMC address; `bmc_address` for drivers without one
+/// (still found by the BMC-address match, which reads every `*_address` key).
+fn bmc_address_key(driver: &str) -> &'static str {
     match driver {
-        "ipmi" => Some("ipmi_address"),
-        "redfish" => Some("redfish_address"),
-        _ => None,
+        "ipmi" => "ipmi_address",
+        "redfish" => "redfish_address",
+        _ => "bmc_address",
     }
 }
 
@@ -208,9 +209,8 @@ async fn enroll(state: &ApiState, keys: &InspectionKeys, body: &Value) -> Result
     }
     let mut node = Node::new(config.discovery_driver.as_str());
     node.driver_info = config.discovery_driver_info.clone();
-    if let (Some(key), Some(address)) =
-        (bmc_address_key(&config.discovery_driver), keys.bmc_addresses.first())
-    {
+    if let Some(address) = keys.bmc_addresses.first() {
+        let key = bmc_address_key(&config.discovery_driver);
         node.driver_info.entry(key).or_insert_with(|| Value::String(address.clone()));
     }
     node.driver_internal_info.insert(AUTO_DISCOVERED_KEY.into(), Value::Bool(true));
@@ -387,9 +387,9 @@ mod tests {
 
     #[test]
     fn discovery_fills_the_drivers_bmc_address_key() {
-        assert_eq!(bmc_address_key("ipmi"), Some("ipmi_address"));
-        assert_eq!(bmc_address_key("redfish"), Some("redfish_address"));
-        assert_eq!(bmc_address_key("fake-hardware"), None);
+        assert_eq!(bmc_address_key("ipmi"), "ipmi_address");
+        assert_eq!(bmc_address_key("redfish"), "redfish_address");
+        assert_eq!(bmc_address_key("fake-hardware"), "bmc_address");
     }
 
     #[test]

@@ -135,6 +135,18 @@ impl Orchestrator {
 
     async fn inspection_data_locked(&self, uuid: Uuid) -> Result<(), TaskError> {
         let node = self.store.get_node(&uuid.to_string()).await?;
+        if node.provision_state == ProvisionState::Enroll && auto_discovered(&node) {
+            // Auto-discovery enrolled it: its report fills in properties and ports, and
+            // the node stays in enroll for the operator (as Ironic's discovery does).
+            return match self.process_report(&node).await {
+                Ok(()) => Ok(()),
+                Err(ProcessError::Refused(e)) => {
+                    tracing::warn!(error = %e, "the discovered machine's report was refused");
+                    Ok(())
+                }
+                Err(ProcessError::Task(e)) => Err(e),
+            };
+        }
         if node.provision_state != ProvisionState::InspectWait {
             tracing::info!(state = %node.provision_state,
                 "inspection report kept; the node was not waiting for one");
@@ -170,6 +182,9 @@ impl Orchestrator {
         let outcome = hooks::process(&self.config.inspector, node, &ports, &data)?;
         let mut plugin_data = unprocessed_plugin_data(&data);
         plugin_data.extend(outcome.plugin_data.clone());
+        if auto_discovered(node) {
+            plugin_data.insert("auto_discovered".into(), Value::Bool(true));
+        }
         let applied = self.store.apply_inspection(node.uuid, &outcome, &plugin_data).await?;
         tracing::info!(created = ?applied.created, updated = ?applied.updated,
             deleted = ?applied.deleted, properties = ?outcome.properties.keys().collect::<Vec<_>>(),
@@ -244,6 +259,12 @@ impl Orchestrator {
         .instrument(span)
         .await
     }
+}
+
+/// Whether auto-discovery enrolled the node.
+fn auto_discovered(node: &Node) -> bool {
+    node.driver_internal_info.get(crate::api::inspection::AUTO_DISCOVERED_KEY)
+        == Some(&Value::Bool(true))
 }
 
 #[cfg(test)]

@@ -385,7 +385,10 @@ async fn check_inspection(api: &Api, uuid: &str, narrator: &dyn Narrator) -> any
     let properties = &node["properties"];
     narrator.say(&format!(
         "inspected: cpus {}, cpu_arch {}, memory_mb {}, local_gb {}, capabilities {}",
-        properties["cpus"], properties["cpu_arch"], properties["memory_mb"], properties["local_gb"],
+        properties["cpus"],
+        properties["cpu_arch"],
+        properties["memory_mb"],
+        properties["local_gb"],
         properties["capabilities"]
     ));
     let expected_gb = super::stack::DISK_BYTES / (1 << 30) - 1;
@@ -411,7 +414,8 @@ async fn check_inspection(api: &Api, uuid: &str, narrator: &dyn Narrator) -> any
     if macs != [(MAC, true)] {
         bail!("after inspection the node's ports are {macs:?}, not the VM's NIC {MAC} (PXE)");
     }
-    let inventory = api.call(reqwest::Method::GET, &format!("/v1/nodes/{uuid}/inventory"), None).await?;
+    let inventory =
+        api.call(reqwest::Method::GET, &format!("/v1/nodes/{uuid}/inventory"), None).await?;
     let disks = inventory["inventory"]["disks"].as_array().map_or(0, Vec::len);
     if disks == 0 || inventory["plugin_data"].is_null() {
         bail!("GET /v1/nodes/{uuid}/inventory lacks the disks or plugin_data: {inventory}");
