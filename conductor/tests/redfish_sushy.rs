@@ -406,3 +406,109 @@ async fn conductor_boots_the_deploy_iso_over_virtual_media() {
     stop.send(()).unwrap();
     service.await.unwrap();
 }
+
+/// `inspect_interface: redfish` through the conductor: `inspect` reads the system from
+/// the BMC, the processing hooks turn it into properties and a port per NIC, and the node
+/// returns to `manageable` without being booted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_band_inspection_through_the_conductor() {
+    let Some((sushy, bmc)) = one_system("out_of_band_inspection_through_the_conductor") else {
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let reported = bmc.inspect().await.unwrap_or_else(|e| panic!("{e}\n{}", sushy.log()));
+    let mut drivers = DriverRegistry::new();
+    drivers.register(Arc::new(RedfishDriver::with_options(options())));
+    let data = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = ConductorConfig {
+        data_dir: data.path().to_owned(),
+        listen: listener.local_addr().unwrap(),
+        ..ConductorConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        ferric_conductor::service::run_on(config, listener, drivers, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut request = http
+            .request(method, format!("{url}{path}"))
+            .header("X-OpenStack-Ironic-API-Version", "1.110");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let reply = request.send().await.unwrap();
+            let status = reply.status().as_u16();
+            (status, reply.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, node) = call(
+        reqwest::Method::POST,
+        "/v1/nodes".into(),
+        Some(json!({"driver": "redfish", "inspect_interface": "redfish",
+            "driver_info": info(&sushy.address(), json!({}))})),
+    )
+    .await;
+    assert_eq!(status, 201, "{node}");
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let wait_for = |state: &'static str| {
+        let call = &call;
+        let uuid = uuid.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, node) = call(reqwest::Method::GET, format!("/v1/nodes/{uuid}"), None).await;
+                if node["provision_state"] == state && node["reservation"].is_null() {
+                    return node;
+                }
+                assert!(Instant::now() < deadline, "never {state}: {node:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let provision = |target: &'static str| {
+        call(
+            reqwest::Method::PUT,
+            format!("/v1/nodes/{uuid}/states/provision"),
+            Some(json!({"target": target})),
+        )
+    };
+    assert_eq!(provision("manage").await.0, 202);
+    wait_for("manageable").await;
+    assert_eq!(provision("inspect").await.0, 202);
+    let node = wait_for("manageable").await;
+
+    let properties = &node["properties"];
+    // What the BMC left out (the emulator reports no processor count) stays unset.
+    let cpu = &reported.inventory.cpu;
+    let cpus = if cpu.count > 0 { json!(cpu.count) } else { Value::Null };
+    let arch = if cpu.architecture.is_empty() { Value::Null } else { json!(cpu.architecture) };
+    assert_eq!((&properties["cpus"], &properties["cpu_arch"]), (&cpus, &arch), "{node:#}");
+    let disk_gb = reported.inventory.disks.iter().map(|d| d.size >> 30).filter(|g| *g >= 4).min();
+    assert_eq!(properties["local_gb"], json!(disk_gb.map_or(0, |g| g - 1)), "{node:#}");
+    assert!(node["inspection_finished_at"].is_string(), "{node:#}");
+    assert!(
+        properties["capabilities"].as_str().unwrap_or("").contains("boot_mode:uefi"),
+        "{node:#}"
+    );
+    let (_, ports) =
+        call(reqwest::Method::GET, format!("/v1/nodes/{uuid}/ports/detail"), None).await;
+    let macs: Vec<&str> =
+        ports["ports"].as_array().unwrap().iter().map(|p| p["address"].as_str().unwrap()).collect();
+    assert_eq!(macs, reported.inventory.mac_addresses(), "a port per NIC the BMC reports");
+    let (status, stored) =
+        call(reqwest::Method::GET, format!("/v1/nodes/{uuid}/inventory"), None).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["plugin_data"]["inspected_by"], "redfish", "{stored:#}");
+    // Never booted: the emulator's system is still off.
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    stop.send(()).unwrap();
+    service.await.unwrap();
+}

@@ -178,6 +178,11 @@ pub trait Bmc: Send + Sync + Debug {
     async fn eject_virtual_media(&self) -> Result<(), BmcError> {
         Err(BmcError::Unsupported { what: "virtual media".to_owned() })
     }
+    /// Out-of-band inspection: the hardware as the BMC describes it, in the inventory
+    /// shape the agent reports (`inspect_interface: redfish`).
+    async fn inspect(&self) -> Result<redfish::OobInspection, BmcError> {
+        Err(BmcError::Unsupported { what: "out-of-band inspection".to_owned() })
+    }
     /// Runs an out-of-band clean step; only drivers that list it in
     /// [`Driver::clean_steps`] can.
     async fn run_oob_step(&self, step: oob_steps::OobStep) -> Result<(), BmcError> {

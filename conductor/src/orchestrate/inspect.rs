@@ -9,12 +9,13 @@
 //! kept, as the API stored it, and changes nothing else.
 
 use ferric_shared::states::{Event, ProvisionState};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::worker::{Orchestrator, TaskError, AGENT_BOOT_KEYS};
-use crate::inspection::{hooks, InspectionError};
+use crate::config::InspectorConfig;
+use crate::inspection::{hooks, AddPorts, InspectionError};
 use crate::store::{JsonMap, LastError, Node, PortQuery, StoreError, Transition, UpdateError};
 
 /// Ironic's `last_error` of an inspection aborted by request.
@@ -97,8 +98,12 @@ impl Orchestrator {
                 Err(UpdateError::Rejected(never)) => match never {},
             };
             self.boot_ramdisk(&node).await
+        };
+        if out_of_band(&node) {
+            self.inspect_out_of_band(&node).await;
+            return;
         }
-        .await;
+        let started = started.await;
         match started {
             Ok(()) => {
                 self.apply(
@@ -174,12 +179,75 @@ impl Orchestrator {
         }
     }
 
+    /// `inspect_interface: redfish`: the BMC describes the hardware; the same hooks turn
+    /// it into properties and ports. The machine is neither booted nor powered off.
+    async fn inspect_out_of_band(&self, node: &Node) {
+        let uuid = node.uuid;
+        let inspected = async {
+            self.store
+                .update_node(&uuid.to_string(), |n| {
+                    n.inspection_started_at = Some(time::OffsetDateTime::now_utc());
+                    n.inspection_finished_at = None;
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .await
+                .map_err(|e| match e {
+                    UpdateError::Store(e) => ProcessError::from(e),
+                    UpdateError::Rejected(never) => match never {},
+                })?;
+            let bmc = self.bmc_for(node).map_err(ProcessError::Task)?;
+            let found = bmc.inspect().await.map_err(|e| ProcessError::Task(e.into()))?;
+            let report = json!({
+                "inventory": found.inventory,
+                "inspected_by": "redfish",
+                "secure_boot": found.secure_boot,
+            });
+            self.store.store_inspection_data(uuid, &report).await?;
+            // The BMC knows neither the boot NIC nor addresses: every NIC gets a port
+            // unless ports are disabled altogether.
+            let mut config = self.config.inspector.clone();
+            if config.add_ports != AddPorts::Disabled {
+                config.add_ports = AddPorts::All;
+            }
+            self.process_report_with(node, &config).await
+        }
+        .await;
+        let message = match inspected {
+            Ok(()) => {
+                let done = Transition::new(Event::Done)
+                    .only_from(&[ProvisionState::Inspecting])
+                    .last_error(LastError::Clear);
+                if self.apply(uuid, done).await {
+                    tracing::info!("out-of-band inspection finished");
+                }
+                return;
+            }
+            Err(ProcessError::Refused(e)) => e.to_string(),
+            Err(ProcessError::Task(e)) => {
+                format!("Failed to inspect node {uuid} out of band: {}", crate::error_chain(&e))
+            }
+        };
+        tracing::warn!(%message, "out-of-band inspection failed");
+        let failed = Transition::new(Event::Fail)
+            .only_from(&[ProvisionState::Inspecting])
+            .last_error(LastError::Set(message));
+        self.apply(uuid, failed).await;
+    }
+
     /// Runs the hooks over the stored report and applies what they decided.
     async fn process_report(&self, node: &Node) -> Result<(), ProcessError> {
+        self.process_report_with(node, &self.config.inspector).await
+    }
+
+    async fn process_report_with(
+        &self,
+        node: &Node,
+        config: &InspectorConfig,
+    ) -> Result<(), ProcessError> {
         let data = self.store.get_inspection_data(node.uuid).await?.unwrap_or(Value::Null);
         let query = PortQuery { node_uuid: Some(node.uuid), ..PortQuery::default() };
         let ports = self.store.list_ports(&query).await?;
-        let outcome = hooks::process(&self.config.inspector, node, &ports, &data)?;
+        let outcome = hooks::process(config, node, &ports, &data)?;
         let mut plugin_data = unprocessed_plugin_data(&data);
         plugin_data.extend(outcome.plugin_data.clone());
         if auto_discovered(node) {
@@ -259,6 +327,11 @@ impl Orchestrator {
         .instrument(span)
         .await
     }
+}
+
+/// Whether the node is inspected through its BMC rather than a ramdisk.
+fn out_of_band(node: &Node) -> bool {
+    node.inspect_interface.as_deref() == Some("redfish")
 }
 
 /// Whether auto-discovery enrolled the node.

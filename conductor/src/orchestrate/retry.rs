@@ -146,6 +146,11 @@ impl Bmc for RetryingBmc {
         .await
     }
 
+    async fn inspect(&self) -> Result<crate::bmc::redfish::OobInspection, BmcError> {
+        // Reads only: repeating them is harmless.
+        self.retry("inspection", BmcError::is_transient, || self.inner.inspect()).await
+    }
+
     async fn run_oob_step(&self, step: OobStep) -> Result<(), BmcError> {
         // Both steps set a state rather than toggle one: repeating them is harmless.
         self.retry("clean step", BmcError::is_transient, || self.inner.run_oob_step(step)).await

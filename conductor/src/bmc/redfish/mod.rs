@@ -926,6 +926,10 @@ impl Bmc for RedfishBmc {
         RedfishBmc::eject_virtual_media(self).await
     }
 
+    async fn inspect(&self) -> Result<OobInspection, BmcError> {
+        RedfishBmc::inspect(self).await
+    }
+
     async fn run_oob_step(&self, step: super::oob_steps::OobStep) -> Result<(), BmcError> {
         match step {
             super::oob_steps::OobStep::ResetBiosToDefault => self.reset_bios_to_default().await,

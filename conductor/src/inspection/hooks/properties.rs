@@ -127,17 +127,19 @@ pub(super) fn properties(
 
     let memory = ctx.section(hook, "memory")?;
     let field = |key: &str| memory.and_then(|m| m.get(key)).and_then(Value::as_u64);
-    let memory_mb = match (field("physical_mb"), field("total")) {
-        (Some(mb), _) if mb > 0 => mb,
-        (_, Some(bytes)) if bytes > 0 => bytes / MIB,
-        _ => {
-            return Err(invalid(
-                hook,
-                "the inventory has no memory size (memory.physical_mb or memory.total)",
-            ))
+    match (field("physical_mb"), field("total")) {
+        (Some(mb), _) if mb > 0 => {
+            out.properties.insert("memory_mb".into(), json!(mb));
         }
-    };
-    out.properties.insert("memory_mb".into(), json!(memory_mb));
+        (_, Some(bytes)) if bytes > 0 => {
+            out.properties.insert("memory_mb".into(), json!(bytes / MIB));
+        }
+        // Many BMCs publish no memory summary; the other properties are still worth having
+        // and an operator can set memory_mb by hand.
+        _ => tracing::warn!(node = %ctx.node.uuid,
+            "no memory size in the inventory (memory.physical_mb or memory.total); memory_mb \
+             left as it was"),
+    }
 
     let root = root_disk(ctx, hook)?;
     out.properties.insert("local_gb".into(), json!(local_gb(root)));
@@ -256,9 +258,13 @@ mod tests {
             ),
             (bios_vm(), json!({"root_device": {"colour": "blue"}}), "invalid root device hints"),
             (bios_vm(), json!({"skip_block_devices": "vda"}), "invalid skip_block_devices"),
-            (no_memory, json!({}), "no memory size"),
             (json!({"root_disk": null}), json!({}), "the report has no inventory"),
         ];
+        // No memory size: the rest is still recorded, memory_mb is left alone.
+        let out =
+            run_hooks(&config(&[HookName::Properties]), &node(json!({})), &[], &no_memory).unwrap();
+        assert!(out.properties.get("memory_mb").is_none(), "{:?}", out.properties);
+        assert!(out.properties.contains_key("cpus") && out.properties.contains_key("local_gb"));
         for (data, props, want) in cases {
             let err =
                 run_hooks(&config(&[HookName::Properties]), &node(props), &[], &data).unwrap_err();

@@ -143,16 +143,11 @@ fn process_refuses_a_report_that_is_not_an_object() {
 
 #[test]
 fn a_failing_hook_stops_processing() {
-    let mut data = dual_socket();
-    data["inventory"]["memory"] = json!({});
-    let config = config(&[HookName::ValidateInterfaces, HookName::Properties]);
-    let err = process(&config, &node(json!({})), &[], &data).unwrap_err();
-    assert_eq!(
-        err,
-        InspectionError::Invalid {
-            hook: "properties",
-            reason: "the inventory has no memory size (memory.physical_mb or memory.total)"
-                .to_owned(),
-        }
-    );
+    let data = dual_socket();
+    let config = config(&[HookName::Properties, HookName::Ports]);
+    let node = node(json!({"root_device": {"size": ">= 30000"}}));
+    let err = process(&config, &node, &[], &data).unwrap_err();
+    let InspectionError::Invalid { hook, reason } = &err else { panic!("{err:?}") };
+    assert_eq!(*hook, "properties");
+    assert!(reason.contains("No disks satisfied root device hints"), "{reason}");
 }
