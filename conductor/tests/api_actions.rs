@@ -625,3 +625,33 @@ async fn continue_inspection_matches_stores_and_answers_by_version() {
     }
     api.assert_no_task();
 }
+
+#[tokio::test]
+async fn inspect_is_refused_where_no_inspection_can_work() {
+    let mut api = start().await;
+    for (patch, fragment) in [
+        (json!([{"op": "add", "path": "/inspect_interface", "value": "no-inspect"}]), "no-inspect"),
+        (
+            json!([{"op": "add", "path": "/inspect_interface", "value": "redfish"}]),
+            "needs the redfish driver",
+        ),
+        (
+            json!([{"op": "add", "path": "/boot_interface", "value": "redfish-virtual-media"}]),
+            "cannot carry the inspection callback",
+        ),
+    ] {
+        let node = api.create_node(&format!("insp-{}", name_from(fragment))).await;
+        let reply = api.patch(&format!("/v1/nodes/{node}"), patch.clone()).await;
+        assert_eq!(reply.status, 200, "{patch}: {}", reply.text);
+        api.force(&node, &[Event::Manage, Event::Done]).await;
+        let reply = api.put(&provision_path(&node), json!({"target": "inspect"})).await;
+        reply.assert_error(400, fragment);
+        assert_eq!(api.state_of(&node).await, "manageable");
+        api.assert_no_task();
+    }
+}
+
+/// A node name from a message fragment (letters and digits only).
+fn name_from(fragment: &str) -> String {
+    fragment.chars().filter(char::is_ascii_alphanumeric).take(12).collect()
+}

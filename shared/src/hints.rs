@@ -356,7 +356,8 @@ fn is_truthy(value: &Value) -> bool {
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// A JSON value's kind, for messages ("a string", "a list", ...).
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -211,7 +211,8 @@ pub async fn provision(
         )));
     }
     not_locked(&node)?;
-    if boots_ramdisk(verb) {
+    let out_of_band = verb == ProvisionVerb::Inspect && inspects_out_of_band(&node)?;
+    if boots_ramdisk(verb) && !out_of_band {
         if let Err(reason) = check_ramdisk_boot(&state, &node) {
             return Err(ApiError::Invalid(format!(
                 "Failed to validate boot info for node {}. Error: {reason}",
@@ -454,6 +455,35 @@ pub async fn validate(
 fn boots_ramdisk(verb: ProvisionVerb) -> bool {
     use ProvisionVerb as V;
     matches!(verb, V::Provide | V::Clean | V::Active | V::Deploy | V::Rebuild | V::Inspect)
+}
+
+/// Whether `inspect` reads the node through its BMC (`inspect_interface: redfish`) rather
+/// than a ramdisk; refuses what cannot inspect at all.
+fn inspects_out_of_band(node: &Node) -> Result<bool, ApiError> {
+    match node.inspect_interface.as_deref() {
+        Some("redfish") if node.driver == "redfish" => Ok(true),
+        Some("redfish") => Err(ApiError::Invalid(format!(
+            "Node {}: inspect_interface redfish needs the redfish driver, not {}.",
+            node.uuid, node.driver
+        ))),
+        Some("no-inspect") => Err(ApiError::Invalid(format!(
+            "Node {} has inspect_interface no-inspect: it cannot be inspected.",
+            node.uuid
+        ))),
+        _ => {
+            // The deploy ISO is the same for every node, so it cannot carry the
+            // inspection callback a ramdisk needs.
+            if node.boot_interface.as_deref() == Some("redfish-virtual-media") {
+                return Err(ApiError::Invalid(format!(
+                    "Node {} boots the ramdisk from virtual media, which cannot carry the \
+                     inspection callback; set inspect_interface to redfish to inspect it \
+                     through its BMC.",
+                    node.uuid
+                )));
+            }
+            Ok(false)
+        }
+    }
 }
 
 /// The node's boot mode (`instance_info`, capabilities, else the configured default).

@@ -10,22 +10,12 @@ use crate::orchestrate::clean::ERASE_REPORT_KEY;
 /// The entry of a step result that lists the devices the step did not erase.
 const SKIPPED_KEY: &str = "skipped_devices";
 
-/// Bytes in binary units, with the exact count.
+/// Bytes in binary units, with the exact count when rounded.
 fn bytes_text(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
     }
-    let mut value = bytes as f64;
-    let mut unit = "B";
-    for u in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = u;
-    }
-    format!("{value:.1} {unit} ({bytes})")
+    format!("{} ({bytes})", super::inventory::human_bytes(bytes))
 }
 
 /// A disk report's `verification` in words.

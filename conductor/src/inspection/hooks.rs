@@ -100,14 +100,7 @@ fn invalid(hook: HookName, reason: impl Into<String>) -> InspectionError {
 
 /// A JSON value's kind, for messages.
 fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
+    ferric_shared::hints::json_kind(value)
 }
 
 /// A non-empty string field of a JSON object.
